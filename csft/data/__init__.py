@@ -1,0 +1,1 @@
+"""Reading, encoding and batching customer-service dialogue data."""

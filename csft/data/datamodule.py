@@ -1,0 +1,208 @@
+"""The LightningDataModule: read splits, build the label vocabulary, encode once, batch."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from csft.data.collate import PadCollator
+from csft.data.encoding import Encoding, encode_cached
+from csft.data.example import CLASSIFICATION, REGRESSION, Example, LabelVocab
+from csft.data.readers import read_examples
+from csft.data.samplers import LengthBucketBatchSampler
+from csft.errors import ConfigError, DataError
+from csft.pretrained import load_tokenizer
+
+SPLITS = ("train", "val", "test")
+
+
+def stratified_split(
+    examples: Sequence[Example], fraction: float, seed: int, stratify: bool = True
+) -> tuple[list[Example], list[Example]]:
+    """Carve `fraction` of the rows out as validation, per label when `stratify`, seeded."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"data.val_fraction={fraction}: must lie strictly between 0 and 1.")
+    groups: dict[Any, list[int]] = defaultdict(list)
+    for i, e in enumerate(examples):
+        groups[e.label if stratify else None].append(i)
+    rng = random.Random(seed)
+    held: set[int] = set()
+    for key in sorted(groups, key=str):
+        members = groups[key]
+        rng.shuffle(members)
+        take = max(1, round(len(members) * fraction)) if len(members) > 1 else 0
+        held.update(members[:take])
+    keep = [e for i, e in enumerate(examples) if i not in held]
+    val = [e for i, e in enumerate(examples) if i in held]
+    return keep, val
+
+
+class DialogueDataModule(pl.LightningDataModule):
+    """Batches of (context + text [, response]) token ids with dynamic padding.
+
+    Subclasses that build examples some other way (pairs, ratings) override `load_splits`.
+    `batch_size` is per device: under DDP the global batch is batch_size x devices x nodes.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str,
+        train_file: str | None = None,
+        test_file: str | None = None,
+        val_file: str | None = None,
+        text_column: str = "text",
+        label_column: str = "label",
+        context_column: str | None = None,
+        response_column: str | None = None,
+        task: str = CLASSIFICATION,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        max_length: int = 64,
+        max_response_length: int = 32,
+        turn_separator: str = " [SEP] ",
+        batch_size: int = 32,
+        eval_batch_size: int = 128,
+        pad_to_multiple_of: int | None = None,
+        pool_batches: int = 50,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        fetch: Callable[[], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.tokenizer_name = tokenizer
+        self.files = {"train": train_file, "val": val_file, "test": test_file}
+        self.columns = {
+            "text_column": text_column,
+            "label_column": label_column,
+            "context_column": context_column,
+            "response_column": response_column,
+        }
+        self.task = task
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.encoding = Encoding(max_length, max_response_length, turn_separator)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.pool_batches = pool_batches
+        self.num_workers = num_workers
+        self.cache_dir = cache_dir
+        self.fetch = fetch
+        self.examples: dict[str, list[Example]] = {}
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.vocab: LabelVocab | None = None
+        self._tokenizer: Any = None
+
+    # -- reading ---------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        if self.fetch is not None:
+            self.fetch()
+
+    def read_split(self, split: str) -> list[Example]:
+        path = self.files[split]
+        return read_examples(path, task=self.task, **self.columns)
+
+    def load_splits(self) -> dict[str, list[Example]]:
+        """Train, val and test Examples; val is carved from train when no file names it."""
+        if not self.files["train"]:
+            raise ConfigError("data.train_file is not set.")
+        train = self.read_split("train")
+        if self.files["val"]:
+            val = self.read_split("val")
+        else:
+            train, val = stratified_split(
+                train, self.val_fraction, self.seed, stratify=self.task == CLASSIFICATION
+            )
+        test = self.read_split("test") if self.files["test"] else []
+        return {"train": train, "val": val, "test": test}
+
+    # -- Lightning hooks -------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.tokenizer_name)
+        return self._tokenizer
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.rows:
+            return
+        if self.task not in (CLASSIFICATION, REGRESSION):
+            raise ConfigError(f"task={self.task!r}: expected classification or regression.")
+        self.examples = self.load_splits()
+        if not self.examples["train"]:
+            raise DataError("the train split is empty.")
+        if self.task == CLASSIFICATION:
+            self.vocab = LabelVocab.from_examples(self.examples["train"], where="train split")
+        for split, examples in self.examples.items():
+            self.rows[split] = self.encode_split(examples)
+
+    def encode_split(self, examples: Sequence[Example]) -> list[dict[str, Any]]:
+        """Token ids with the label index (or float target) and the row's position."""
+        encoded = encode_cached(examples, self.tokenizer, self.encoding, self.cache_dir)
+        for i, (row, example) in enumerate(zip(encoded, examples, strict=True)):
+            row["index"] = i
+            if example.label is None:
+                row["label"] = None
+            elif self.vocab is not None:
+                row["label"] = self.vocab.encode(example)
+            else:
+                row["label"] = float(example.label)
+        return encoded
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.vocab) if self.vocab is not None else 1
+
+    @property
+    def id2label(self) -> dict[int, str] | None:
+        return self.vocab.id2label if self.vocab is not None else None
+
+    def class_counts(self) -> list[int] | None:
+        return self.vocab.counts(self.examples["train"]) if self.vocab is not None else None
+
+    @property
+    def is_pair_task(self) -> bool:
+        return any(e.response is not None for e in self.examples.get("train", []))
+
+    def collator(self) -> PadCollator:
+        dtype = torch.long if self.task == CLASSIFICATION else torch.float32
+        return PadCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of, dtype)
+
+    def loader(self, rows: list[dict[str, Any]], train: bool = False) -> DataLoader:
+        sampler = LengthBucketBatchSampler(
+            [len(r["input_ids"]) for r in rows],
+            self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            seed=self.seed,
+            pool_batches=self.pool_batches,
+        )
+        return DataLoader(
+            rows,
+            batch_sampler=sampler,
+            collate_fn=self.collator(),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader(self.rows["train"], train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self.rows["val"])
+
+    def test_dataloader(self) -> DataLoader:
+        if not self.rows["test"]:
+            raise ConfigError("data.test_file is not set: there is no test split to evaluate.")
+        return self.loader(self.rows["test"])
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{s} {len(self.examples.get(s, []))}" for s in SPLITS)
+        labels = f"{self.num_labels} labels" if self.vocab else "regression"
+        return f"{Path(self.files['train'] or '').parent.name or 'data'}: {sizes}; {labels}"

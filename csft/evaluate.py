@@ -1,0 +1,174 @@
+"""`python -m csft.evaluate run_dir=... [data=...]`: metrics, confusion matrix, per-class report.
+
+Works on a run directory (its exported `model/`) or on an exported model folder directly,
+so what is measured is exactly what would be deployed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from csft.data.example import CLASSIFICATION
+from csft.errors import ConfigError, CsftError
+from csft.export import METADATA, read_metadata
+from csft.model.metrics import task_metrics
+from csft.pretrained import register_resolvers
+
+log = logging.getLogger("csft.evaluate")
+register_resolvers()
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A run dir (holding model/) or an exported model folder."""
+    path = Path(path)
+    for candidate in (path, path / "model"):
+        if (candidate / METADATA).is_file():
+            return candidate
+    raise ConfigError(f"run_dir={path}: neither it nor {path / 'model'} is a csft export.")
+
+
+def load_exported(model_dir: Path) -> Any:
+    from transformers import AutoModelForSequenceClassification
+
+    trust = read_metadata(model_dir).get("trust_remote_code", False)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=trust)
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_split(model: Any, loader: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(outputs, labels, row index) for every batch of a loader, in row order."""
+    outputs, labels, index = [], [], []
+    for batch in loader:
+        logits = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+        ).logits
+        outputs.append(logits.float())
+        labels.append(batch["labels"])
+        index.append(batch["index"])
+    order = torch.argsort(torch.cat(index))
+    return torch.cat(outputs)[order], torch.cat(labels)[order], torch.cat(index)[order]
+
+
+def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Rows: true class, columns: predicted class."""
+    return torch.bincount(labels * k + preds, minlength=k * k).reshape(k, k)
+
+
+def per_class_rows(matrix: torch.Tensor, names: list[str]) -> list[dict[str, Any]]:
+    tp = matrix.diag().double()
+    support = matrix.sum(1).double()
+    predicted = matrix.sum(0).double()
+    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
+    recall = torch.where(support > 0, tp / support.clamp(min=1), torch.zeros_like(tp))
+    f1 = torch.where(
+        precision + recall > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp)
+    )
+    return [
+        {
+            "label": name,
+            "precision": round(precision[i].item(), 4),
+            "recall": round(recall[i].item(), 4),
+            "f1": round(f1[i].item(), 4),
+            "support": int(support[i].item()),
+        }
+        for i, name in enumerate(names)
+    ]
+
+
+def plot_confusion(matrix: torch.Tensor, names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(6.0, 0.18 * len(names))
+    fig, ax = plt.subplots(figsize=(size, size))
+    normalised = matrix.double() / matrix.sum(1, keepdim=True).clamp(min=1)
+    image = ax.imshow(normalised.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=max(4, 9 - len(names) // 20))
+    ax.set_yticks(range(len(names)), names, fontsize=max(4, 9 - len(names) // 20))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix (row-normalised)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def evaluate(model_dir: Path, datamodule: Any, split: str, out_dir: Path) -> dict[str, Any]:
+    """Score an exported model on one split and write metrics, confusion matrix, report."""
+    model = load_exported(model_dir)
+    config = model.config
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    if split not in datamodule.rows or not datamodule.rows[split]:
+        raise ConfigError(f"split={split}: the data config has no {split} rows.")
+    task = datamodule.task
+    names: list[str] = []
+    if task == CLASSIFICATION:
+        names = [config.id2label[i] for i in range(config.num_labels)]
+        if set(datamodule.vocab.names) - set(names):
+            unknown = sorted(set(datamodule.vocab.names) - set(names))[:5]
+            raise ConfigError(f"{model_dir}: the model has no output for labels {unknown}.")
+        # Re-map the data's label indices onto the model's.
+        remap = torch.tensor([config.label2id[n] for n in datamodule.vocab.names])
+    outputs, labels, _ = predict_split(model, datamodule.loader(datamodule.rows[split]))
+    if task == CLASSIFICATION:
+        labels = remap[labels]
+    metrics = task_metrics(task, len(names) or 1)
+    for name, metric in metrics.items():
+        if name == "auroc":
+            metric.update(outputs.softmax(-1)[:, 1], labels)
+        elif task == CLASSIFICATION:
+            metric.update(outputs.argmax(-1), labels)
+        else:
+            metric.update(outputs.squeeze(-1), labels.float())
+    results = {f"{split}/{k}": round(v.item(), 6) for k, v in metrics.compute().items()}
+    results["rows"] = len(labels)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if task == CLASSIFICATION:
+        matrix = confusion_matrix(outputs.argmax(-1), labels, len(names))
+        plot_confusion(matrix, names, out_dir / "confusion_matrix.png")
+        with (out_dir / "per_class.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["label", "precision", "recall", "f1", "support"])
+            writer.writeheader()
+            writer.writerows(per_class_rows(matrix, names))
+    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        model_dir = resolve_model_dir(cfg.run_dir)
+        metadata = read_metadata(model_dir)
+        datamodule = instantiate(
+            cfg.data, tokenizer=str(model_dir), task=metadata["task"], **metadata["encoding"]
+        )
+        out_dir = Path(cfg.paths.output_dir)
+        results = evaluate(model_dir, datamodule, cfg.split, out_dir)
+    except CsftError as err:
+        print(f"csft: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    for key, value in results.items():
+        print(f"{key:<16} {value}")
+    print(f"wrote {out_dir}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The encoder + head LightningModule and its parts."""

@@ -1,0 +1,199 @@
+"""Classifier: a pretrained encoder, pooling and a head, trained with cross-entropy or MSE."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+
+from csft.data.example import CLASSIFICATION, REGRESSION, TASKS
+from csft.errors import ConfigError, CsftError
+from csft.model.freezing import FreezePolicy, count_parameters
+from csft.model.heads import POOLINGS, ClassificationHead, mean_pool
+from csft.model.metrics import task_metrics
+from csft.model.optim import parameter_groups
+from csft.pretrained import load_encoder
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class NonFiniteLossError(CsftError, FloatingPointError):
+    """The training loss became NaN or infinite; going on would only waste the run."""
+
+
+class Classifier(pl.LightningModule):
+    """Encoder + head. `task` picks the loss: classification → cross-entropy over
+    `num_labels`, regression → MSE on one output. `freeze` decides what trains."""
+
+    def __init__(
+        self,
+        name_or_path: str,
+        num_labels: int,
+        id2label: dict[int, str] | None = None,
+        task: str = CLASSIFICATION,
+        pooling: str = "mean",
+        dropout: float = 0.1,
+        freeze: FreezePolicy | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        weight_decay: float = 0.0,
+        head_lr: float | None = None,
+        random_init: bool = False,
+        config_overrides: dict[str, Any] | None = None,
+        attn_implementation: str | None = "sdpa",
+    ) -> None:
+        super().__init__()
+        if task not in TASKS:
+            raise ConfigError(f"loss.task={task!r}: expected one of {TASKS}.")
+        if pooling not in POOLINGS:
+            raise ConfigError(f"model.pooling={pooling!r}: expected one of {POOLINGS}.")
+        if task == CLASSIFICATION and num_labels < 2:
+            raise ConfigError(f"a classification head needs at least 2 classes, got {num_labels}.")
+        if task == REGRESSION:
+            num_labels = 1
+        freeze = freeze or FreezePolicy()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "freeze"])
+        self.hparams["freeze"] = asdict(freeze)
+        self.task = task
+        self.pooling = pooling
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.encoder = load_encoder(
+            name_or_path,
+            random_init=random_init,
+            config_overrides=dict(config_overrides or {}),
+            add_pooling_layer=pooling == "cls",
+            attn_implementation=attn_implementation,
+        )
+        self.head = ClassificationHead(self.encoder.config.hidden_size, num_labels, dropout)
+        self.frozen = freeze.apply(self.encoder)
+        trainable, total = count_parameters(self)
+        self.hparams.update(trainable_params=trainable, total_params=total)
+        weights = None
+        if class_weights is not None:
+            if task != CLASSIFICATION or len(class_weights) != num_labels:
+                raise ConfigError(
+                    f"loss.class_weights has {len(class_weights)} values; "
+                    f"the task has {num_labels} classes."
+                )
+            weights = torch.tensor(list(class_weights), dtype=torch.float32)
+        self.register_buffer("class_weights", weights, persistent=False)
+        for stage in ("train", "val", "test"):
+            metrics = MetricCollection(task_metrics(task, num_labels), compute_groups=False)
+            setattr(self, f"{stage}_metrics", metrics)
+
+    # -- forward ---------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Classifier:
+        """Frozen modules stay in eval mode (no dropout), whatever Lightning switches."""
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        out = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        )
+        if self.pooling == "cls":
+            pooled = out.pooler_output
+        else:
+            pooled = mean_pool(out.last_hidden_state, attention_mask)
+        logits = self.head(pooled)
+        return logits.squeeze(-1) if self.task == REGRESSION else logits
+
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.task == REGRESSION:
+            return F.mse_loss(outputs.float(), labels.float())
+        return F.cross_entropy(
+            outputs.float(),
+            labels,
+            weight=self.class_weights,
+            label_smoothing=self.hparams.label_smoothing,
+        )
+
+    # -- steps -----------------------------------------------------------------------------
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        outputs = self(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        loss = self.loss(outputs, batch["labels"])
+        self.update_metrics(getattr(self, f"{stage}_metrics"), outputs.detach(), batch["labels"])
+        size = len(batch["labels"])
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, batch_size=size,
+                 prog_bar=True, sync_dist=stage != "train")
+        return loss
+
+    def update_metrics(
+        self, metrics: MetricCollection, outputs: torch.Tensor, labels: torch.Tensor
+    ) -> None:
+        outputs = outputs.float()
+        for name, metric in metrics.items():
+            if name == "auroc":
+                metric.update(outputs.softmax(-1)[:, 1], labels)
+            elif self.task == CLASSIFICATION:
+                metric.update(outputs.argmax(-1), labels)
+            else:
+                metric.update(outputs, labels.float())
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, "train")
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss became {loss.item()} at step {self.global_step} (epoch "
+                f"{self.current_epoch}, batch {batch_idx}); stopping. Lower optim.lr, raise "
+                f"optim.scheduler.warmup_ratio, or clip gradients (trainer.gradient_clip_val)."
+            )
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def _log_epoch(self, stage: str) -> None:
+        values = {f"{stage}/{k}": v for k, v in getattr(self, f"{stage}_metrics").compute().items()}
+        self.log_dict(values, prog_bar=stage == "val", sync_dist=stage != "train")
+        getattr(self, f"{stage}_metrics").reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    # -- optimisation ----------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise ConfigError("no optimizer configured (optim.optimizer).")
+        groups = parameter_groups(
+            [(self.encoder, None), (self.head, self.hparams.head_lr)], self.hparams.weight_decay
+        )
+        if not groups:
+            raise ConfigError("the freeze policy leaves no trainable parameters.")
+        optimizer = self.optimizer_factory(groups)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["id2label"] = self.hparams.id2label

@@ -1,0 +1,158 @@
+"""`python -m csft.train`: compose the config, fit, test the best checkpoint, export.
+
+Everything is built from config with `hydra.utils.instantiate`; this module is the only
+place that reads the config, and it hands the library plain arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from csft.errors import ConfigError, CsftError
+from csft.export import export_model
+from csft.pretrained import register_resolvers
+
+log = logging.getLogger("csft.train")
+register_resolvers()
+
+
+def class_weights(setting: Any, counts: list[int] | None) -> list[float] | None:
+    """`loss.class_weights`: null, "balanced" (n / (k * count)), or one weight per class."""
+    if setting is None:
+        return None
+    if counts is None:
+        raise ConfigError("loss.class_weights is set, but the task is regression.")
+    if setting == "balanced":
+        total = sum(counts)
+        return [total / (len(counts) * max(c, 1)) for c in counts]
+    weights = [float(w) for w in setting]
+    if len(weights) != len(counts):
+        raise ConfigError(
+            f"loss.class_weights has {len(weights)} values; the train split has {len(counts)} classes."
+        )
+    return weights
+
+
+def instantiate_dict(group: DictConfig | None) -> list[Any]:
+    """Instantiate each `_target_` entry of a config group like `callbacks` or `logger`."""
+    if not group:
+        return []
+    return [instantiate(item) for item in group.values() if item and "_target_" in item]
+
+
+def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
+    """DataModule (set up, so the label vocabulary is known), Classifier and Trainer."""
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    make_model = instantiate(cfg.model, _partial_=True, _convert_="all")
+    model = make_model(
+        num_labels=datamodule.num_labels,
+        id2label=datamodule.id2label,
+        task=cfg.loss.task,
+        freeze=instantiate(cfg.freeze),
+        label_smoothing=cfg.loss.label_smoothing,
+        class_weights=class_weights(cfg.loss.class_weights, datamodule.class_counts()),
+        optimizer=instantiate(cfg.optim.optimizer),
+        scheduler=instantiate(cfg.optim.scheduler),
+        weight_decay=cfg.optim.weight_decay,
+        head_lr=cfg.optim.head_lr,
+    )
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=instantiate_dict(cfg.get("callbacks")),
+        logger=instantiate_dict(cfg.get("logger")) or False,
+    )
+    return datamodule, model, trainer
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test the best checkpoint, export it; return the final metrics."""
+    output_dir = Path(cfg.paths.output_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg.threads)
+    datamodule, model, trainer = build(cfg)
+    log.info("%s", datamodule.describe())
+    trainable, total = model.hparams.trainable_params, model.hparams.total_params
+    log.info("freeze=%s: %s of %s parameters train", cfg.freeze.name, f"{trainable:,}", f"{total:,}")
+
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    fit_seconds = time.perf_counter() - start
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    # Last epoch's validation metrics; testing replaces trainer.callback_metrics.
+    results: dict[str, Any] = {
+        key: value for key, value in trainer.callback_metrics.items() if key.startswith("val/")
+    }
+    checkpoint = trainer.checkpoint_callback
+    best = getattr(checkpoint, "best_model_path", "") or None
+    if datamodule.files.get("test") or datamodule.examples.get("test"):
+        tested = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        results.update(tested[0] if tested else {})
+    elif best:  # no test split: still export the best weights, not the last
+        model.load_state_dict(torch.load(best, weights_only=False)["state_dict"])
+    epochs = trainer.current_epoch if not trainer.fast_dev_run else 1
+    results |= {
+        "fit_seconds": round(fit_seconds, 1),
+        "train_samples_per_second": round(len(datamodule.rows["train"]) * epochs / fit_seconds, 1),
+        "epochs": epochs,
+        "trainable_params": trainable,
+        "total_params": total,
+        "best_checkpoint": best,
+        "best_score": getattr(checkpoint, "best_model_score", None),
+    }
+    results = {key: _number(value) for key, value in results.items()}
+    if cfg.get("export"):
+        export_model(model, datamodule.tokenizer, datamodule.encoding, output_dir / "model")
+        results["model_dir"] = str(output_dir / "model")
+    (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    print(results_table(results))
+    return results
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    if isinstance(value, float):
+        return round(value, 6) if math.isfinite(value) else str(value)
+    return value
+
+
+def results_table(results: dict[str, Any]) -> str:
+    keys = [k for k in results if k.startswith(("test/", "val/"))]
+    keys += ["fit_seconds", "train_samples_per_second", "epochs", "trainable_params"]
+    width = max(len(k) for k in keys)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
+    lines += [f"{k:<{width}}  {results[k]}" for k in keys if k in results]
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Entry point; returns the optimized metric so sweepers (Optuna) can use it."""
+    (Path(cfg.paths.output_dir)).mkdir(parents=True, exist_ok=True)
+    try:
+        results = train(cfg)
+    except CsftError as err:
+        log.error("%s", err)
+        print(f"csft: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return results.get("best_score", results.get(cfg.optimized_metric))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Shared fixtures: the real data folder, a tiny random BERT, and Hydra composition."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+FIXTURES = Path(__file__).parent / "fixtures"
+DATA_DIR = Path(os.environ.get("CSFT_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
+os.environ["CSFT_DATA_DIR"] = str(DATA_DIR)
+
+TINY_BERT = {
+    "num_hidden_layers": 4,
+    "hidden_size": 32,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "banking77" / "train.csv").is_file():
+        pytest.skip(f"real data not found in {DATA_DIR} (set CSFT_DATA_DIR)")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> str:
+    from csft.pretrained import packaged_minilm_dir
+
+    return packaged_minilm_dir()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(minilm_dir):
+    from csft.pretrained import load_tokenizer
+
+    return load_tokenizer(minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, tokenizer) -> Path:
+    """A 4-layer, 32-wide random BERT saved like a pretrained model (with a tokenizer)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-bert")
+    BertModel(BertConfig(vocab_size=len(tokenizer), **TINY_BERT)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def compose(overrides: list[str], config_name: str = "train"):
+    """The config `python -m csft.<config_name> *overrides` would run with."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from csft.pretrained import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides)
+
+
+def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
+    """A fast run: the tiny BERT, quiet trainer, output under tmp_path."""
+    return [
+        "model=tiny",
+        f"paths.output_dir={tmp_path}",
+        "trainer.enable_progress_bar=false",
+        "callbacks.lr_monitor=null",
+        *extra,
+    ]

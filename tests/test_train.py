@@ -1,0 +1,185 @@
+"""End to end through Hydra's compose: fit → test the best checkpoint → export → pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+from conftest import FIXTURES, ROOT, compose, tiny_overrides
+from csft.errors import ConfigError
+from csft.train import class_weights, train
+
+INTENT_DATA = [
+    "data=csv",
+    f"data.train_file={FIXTURES / 'intents_train.csv'}",
+    f"data.test_file={FIXTURES / 'intents_test.csv'}",
+    "data.text_column=message",
+    "data.label_column=intent",
+    "data.val_fraction=0.25",
+    "data.batch_size=4",
+    "trainer.max_epochs=3",
+    "optim.optimizer.lr=1e-3",
+]
+
+
+def run(tmp_path, *overrides):
+    cfg = compose(tiny_overrides(tmp_path, *overrides))
+    return cfg, train(cfg)
+
+
+@pytest.fixture(scope="module")
+def intent_run(tmp_path_factory):
+    """A 3-epoch run of the tiny BERT (CLS pooling) on the intent fixture."""
+    out = tmp_path_factory.mktemp("intent-run")
+    cfg, results = run(out, *INTENT_DATA, "model.pooling=cls", "freeze=none")
+    return out, results
+
+
+def test_fast_dev_run_on_banking77_exports_a_pipeline_ready_model(tmp_path, data_dir):
+    from transformers import pipeline
+
+    _, results = run(tmp_path, "debug=fdr")
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["test/acc"] == results["test/acc"]
+    assert {"test/acc", "test/f1_macro", "test/loss"} <= saved.keys()
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    categories = json.loads((data_dir / "banking77" / "categories.json").read_text())
+    assert sorted(config["id2label"].values()) == sorted(categories)
+    assert all(config["id2label"][str(i)] == name for name, i in config["label2id"].items())
+    classify = pipeline("text-classification", model=str(tmp_path / "model"), trust_remote_code=True)
+    prediction = classify("I still have not received my new card")[0]
+    assert prediction["label"] in config["label2id"]
+
+
+def test_run_leaves_checkpoint_metrics_log_and_model(intent_run):
+    out, results = intent_run
+    assert results["best_checkpoint"].startswith(str(out / "checkpoints"))
+    assert os.path.isfile(results["best_checkpoint"])
+    assert (out / "csv" / "metrics.csv").read_text().count("val/acc") >= 1
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 3
+    checkpoint = torch.load(results["best_checkpoint"], weights_only=False)
+    assert checkpoint["id2label"] == {0: "card_lost", 1: "refund", 2: "transfer"}
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_export_reproduces_the_trained_model_outputs(tmp_path, tokenizer, pooling):
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    from csft.data.encoding import Encoding
+    from csft.export import export_model
+    from csft.model.classifier import Classifier
+    from csft.pretrained import packaged_minilm_dir
+
+    model = Classifier(
+        packaged_minilm_dir(),
+        num_labels=3,
+        id2label={0: "card_lost", 1: "refund", 2: "transfer"},
+        pooling=pooling,
+        random_init=True,
+        config_overrides={"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2,
+                          "intermediate_size": 64},
+    ).eval()
+    export_model(model, tokenizer, Encoding(), tmp_path / "model")
+    exported = AutoModelForSequenceClassification.from_pretrained(
+        tmp_path / "model", trust_remote_code=pooling == "mean"
+    ).eval()
+    if pooling == "cls":  # a plain transformers class, no custom code needed
+        assert type(exported).__name__ == "BertForSequenceClassification"
+    batch = tokenizer(["my card is lost", "refund please, it has been a week"], padding=True,
+                      return_tensors="pt")
+    with torch.no_grad():
+        expected = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        got = exported(**batch).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    classify = pipeline("text-classification", model=str(tmp_path / "model"),
+                        trust_remote_code=pooling == "mean")
+    assert classify("my card is lost")[0]["label"] in {"card_lost", "refund", "transfer"}
+
+
+def test_same_seed_same_metrics(tmp_path, intent_run):
+    _, first = intent_run
+    _, again = run(tmp_path, *INTENT_DATA, "model.pooling=cls", "freeze=none")
+    for key in ("test/acc", "test/loss", "val/loss"):
+        assert again[key] == pytest.approx(first[key], abs=1e-6), key
+
+
+def test_regression_with_mse_reports_regression_metrics(tmp_path):
+    _, results = run(
+        tmp_path,
+        "data=csv",
+        f"data.train_file={FIXTURES / 'ratings.jsonl'}",
+        f"data.test_file={FIXTURES / 'ratings.jsonl'}",
+        "data.text_column=query",
+        "data.response_column=reply",
+        "data.context_column=history",
+        "data.label_column=score",
+        "data.batch_size=8",
+        "loss=mse",
+        "trainer.max_epochs=2",
+    )
+    assert {"test/mse", "test/mae", "test/pearson", "test/spearman"} <= results.keys()
+    assert "test/acc" not in results
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["problem_type"] == "regression" and len(config["id2label"]) == 1
+
+
+def test_evaluate_writes_metrics_confusion_matrix_and_per_class_report(tmp_path, intent_run):
+    from csft.evaluate import resolve_model_dir
+
+    run_dir, results = intent_run
+    command = [
+        sys.executable, "-m", "csft.evaluate", f"run_dir={run_dir}",
+        f"hydra.run.dir={tmp_path}", *[o for o in INTENT_DATA if o.startswith("data")],
+    ]
+    subprocess.run(command, check=True, cwd=ROOT, capture_output=True, text=True)
+    assert resolve_model_dir(run_dir) == run_dir / "model"
+    assert (tmp_path / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (tmp_path / "per_class.csv").read_text().splitlines()
+    assert report[0] == "label,precision,recall,f1,support"
+    assert [line.split(",")[0] for line in report[1:]] == ["card_lost", "refund", "transfer"]
+    assert sum(int(line.split(",")[-1]) for line in report[1:]) == 6
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())
+    assert evaluated["test/acc"] == pytest.approx(results["test/acc"], abs=1e-6)
+
+
+# -- config errors -------------------------------------------------------------------------
+def test_unknown_config_option_is_hydras_error(tmp_path):
+    with pytest.raises((MissingConfigException, ConfigCompositionException), match="freeze"):
+        compose(tiny_overrides(tmp_path, "freeze=top99"))
+
+
+def test_freeze_deeper_than_the_model_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"freeze=top4.*4 trainable layers.*has 2 layers"):
+        run(tmp_path, *INTENT_DATA, "freeze=top4")  # model=tiny has 2 layers
+
+
+def test_debug_configs_compose(tmp_path):
+    assert compose(tiny_overrides(tmp_path, "debug=overfit")).trainer.overfit_batches == 3
+    limit = compose(tiny_overrides(tmp_path, "debug=limit")).trainer
+    assert limit.max_epochs == 2 and 0 < limit.limit_train_batches < 1
+    assert compose(tiny_overrides(tmp_path, "debug=fdr")).trainer.fast_dev_run is True
+
+
+def test_balanced_class_weights():
+    assert class_weights("balanced", [30, 10]) == pytest.approx([40 / 60, 40 / 20])
+    assert class_weights([1, 2], [5, 5]) == [1.0, 2.0]
+    with pytest.raises(ConfigError, match="3 values"):
+        class_weights([1, 2, 3], [5, 5])
+
+
+def test_cli_bad_input_prints_one_clear_error(tmp_path):
+    missing = tmp_path / "missing.csv"
+    command = [
+        sys.executable, "-m", "csft.train", "model=tiny", "data=csv",
+        f"data.train_file={missing}", f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert f"csft: error: {missing}: data file not found." in done.stderr
+    assert "Traceback" not in done.stderr
