@@ -15,12 +15,12 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from csft.data.example import CLASSIFICATION
 from csft.errors import ConfigError, CsftError
 from csft.export import METADATA, read_metadata
+from csft.instantiation import create
 from csft.model.metrics import task_metrics
 from csft.pretrained import register_resolvers
 
@@ -156,7 +156,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     try:
         model_dir = resolve_model_dir(cfg.run_dir)
         metadata = read_metadata(model_dir)
-        datamodule = instantiate(
+        datamodule = create(
             cfg.data, tokenizer=str(model_dir), task=metadata["task"], **metadata["encoding"]
         )
         out_dir = Path(cfg.paths.output_dir)

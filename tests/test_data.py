@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from conftest import FIXTURES
+
 from csft.data.collate import PadCollator
 from csft.data.datamodule import DialogueDataModule, stratified_split
 from csft.data.encoding import Encoding, encode, encode_cached
@@ -71,7 +71,9 @@ def test_missing_column_names_the_columns_found():
 
 
 def test_empty_text_names_file_and_row(tmp_path):
-    path = write_csv(tmp_path / "t.csv", [{"text": "hi", "label": "a"}, {"text": " ", "label": "b"}])
+    path = write_csv(
+        tmp_path / "t.csv", [{"text": "hi", "label": "a"}, {"text": " ", "label": "b"}]
+    )
     with pytest.raises(DataError, match=r"t\.csv, row 2: column 'text' is empty"):
         read_examples(path, text_column="text", label_column="label")
 
@@ -91,7 +93,9 @@ def test_non_numeric_target_under_mse_names_the_row(tmp_path):
 
 # -- labels and splits ---------------------------------------------------------------------
 def test_label_vocabulary_is_sorted_and_saved_as_id2label():
-    vocab = LabelVocab.from_examples(read_examples(INTENTS, text_column="message", label_column="intent"))
+    vocab = LabelVocab.from_examples(
+        read_examples(INTENTS, text_column="message", label_column="intent")
+    )
     assert vocab.names == ("card_lost", "refund", "transfer")
     assert vocab.id2label == {0: "card_lost", 1: "refund", 2: "transfer"}
     assert vocab.encode(Example("x", "refund")) == 1
@@ -189,7 +193,10 @@ def test_bucketed_sampler_covers_all_rows_with_little_padding():
 
 def test_bucketed_sampler_is_seeded_and_reshuffles_each_epoch():
     lengths = list(range(200))
-    a, b = LengthBucketBatchSampler(lengths, 8, seed=1), LengthBucketBatchSampler(lengths, 8, seed=1)
+    a, b = (
+        LengthBucketBatchSampler(lengths, 8, seed=1),
+        LengthBucketBatchSampler(lengths, 8, seed=1),
+    )
     assert list(a) == list(b)
     first = list(a)
     a.set_epoch(1)
@@ -198,5 +205,7 @@ def test_bucketed_sampler_is_seeded_and_reshuffles_each_epoch():
 
 
 def test_max_length_too_small_for_the_response_is_a_config_error(tokenizer):
-    with pytest.raises(ConfigError, match="data.max_length=12"):
-        encode([Example("a", response="b")], tokenizer, Encoding(max_length=12, max_response_length=10))
+    with pytest.raises(ConfigError, match=r"data\.max_length=12"):
+        encode(
+            [Example("a", response="b")], tokenizer, Encoding(max_length=12, max_response_length=10)
+        )

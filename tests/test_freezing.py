@@ -34,7 +34,9 @@ def test_policy_trains_exactly_the_expected_parameters(
 ):
     model = build(tiny_bert_dir, policy)
     layers = model.encoder.encoder.layer
-    expected = numel(model.head) + sum(numel(layer) for layer in layers[LAYERS - trainable_layers :])
+    expected = numel(model.head) + sum(
+        numel(layer) for layer in layers[LAYERS - trainable_layers :]
+    )
     if embeddings_train:
         expected += numel(model.encoder.embeddings)
     trainable, total = count_parameters(model)

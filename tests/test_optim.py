@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from itertools import pairwise
 
 import pytest
 import torch
@@ -28,10 +29,10 @@ def lrs(total: int, warmup_ratio: float, decay: str) -> list[float]:
 def test_linear_warmup_then_linear_decay():
     values = lrs(100, 0.1, "linear")
     assert values[0] == pytest.approx(0.1)
-    assert all(a < b for a, b in zip(values[:10], values[1:10], strict=False))  # rising
+    assert all(a < b for a, b in pairwise(values[:10]))  # rising
     assert values[9] == pytest.approx(1.0)
     assert values[10] == pytest.approx(1.0)
-    assert all(a > b for a, b in zip(values[10:], values[11:], strict=False))  # falling
+    assert all(a > b for a, b in pairwise(values[10:]))  # falling
     assert values[55] == pytest.approx(0.5)
     assert values[-1] == pytest.approx(1 / 90)
 

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import torch
+from conftest import FIXTURES, ROOT, compose, tiny_overrides
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from conftest import FIXTURES, ROOT, compose, tiny_overrides
 from csft.errors import ConfigError
 from csft.train import class_weights, train
 
@@ -37,7 +37,7 @@ def run(tmp_path, *overrides):
 def intent_run(tmp_path_factory):
     """A 3-epoch run of the tiny BERT (CLS pooling) on the intent fixture."""
     out = tmp_path_factory.mktemp("intent-run")
-    cfg, results = run(out, *INTENT_DATA, "model.pooling=cls", "freeze=none")
+    _, results = run(out, *INTENT_DATA, "model.pooling=cls", "freeze=none")
     return out, results
 
 
@@ -52,7 +52,9 @@ def test_fast_dev_run_on_banking77_exports_a_pipeline_ready_model(tmp_path, data
     categories = json.loads((data_dir / "banking77" / "categories.json").read_text())
     assert sorted(config["id2label"].values()) == sorted(categories)
     assert all(config["id2label"][str(i)] == name for name, i in config["label2id"].items())
-    classify = pipeline("text-classification", model=str(tmp_path / "model"), trust_remote_code=True)
+    classify = pipeline(
+        "text-classification", model=str(tmp_path / "model"), trust_remote_code=True
+    )
     prediction = classify("I still have not received my new card")[0]
     assert prediction["label"] in config["label2id"]
 
@@ -82,8 +84,12 @@ def test_export_reproduces_the_trained_model_outputs(tmp_path, tokenizer, poolin
         id2label={0: "card_lost", 1: "refund", 2: "transfer"},
         pooling=pooling,
         random_init=True,
-        config_overrides={"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2,
-                          "intermediate_size": 64},
+        config_overrides={
+            "num_hidden_layers": 2,
+            "hidden_size": 32,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+        },
     ).eval()
     export_model(model, tokenizer, Encoding(), tmp_path / "model")
     exported = AutoModelForSequenceClassification.from_pretrained(
@@ -91,14 +97,16 @@ def test_export_reproduces_the_trained_model_outputs(tmp_path, tokenizer, poolin
     ).eval()
     if pooling == "cls":  # a plain transformers class, no custom code needed
         assert type(exported).__name__ == "BertForSequenceClassification"
-    batch = tokenizer(["my card is lost", "refund please, it has been a week"], padding=True,
-                      return_tensors="pt")
+    batch = tokenizer(
+        ["my card is lost", "refund please, it has been a week"], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         expected = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         got = exported(**batch).logits
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
-    classify = pipeline("text-classification", model=str(tmp_path / "model"),
-                        trust_remote_code=pooling == "mean")
+    classify = pipeline(
+        "text-classification", model=str(tmp_path / "model"), trust_remote_code=pooling == "mean"
+    )
     assert classify("my card is lost")[0]["label"] in {"card_lost", "refund", "transfer"}
 
 
@@ -134,8 +142,12 @@ def test_evaluate_writes_metrics_confusion_matrix_and_per_class_report(tmp_path,
 
     run_dir, results = intent_run
     command = [
-        sys.executable, "-m", "csft.evaluate", f"run_dir={run_dir}",
-        f"hydra.run.dir={tmp_path}", *[o for o in INTENT_DATA if o.startswith("data")],
+        sys.executable,
+        "-m",
+        "csft.evaluate",
+        f"run_dir={run_dir}",
+        f"hydra.run.dir={tmp_path}",
+        *[o for o in INTENT_DATA if o.startswith("data")],
     ]
     subprocess.run(command, check=True, cwd=ROOT, capture_output=True, text=True)
     assert resolve_model_dir(run_dir) == run_dir / "model"
@@ -176,8 +188,13 @@ def test_balanced_class_weights():
 def test_cli_bad_input_prints_one_clear_error(tmp_path):
     missing = tmp_path / "missing.csv"
     command = [
-        sys.executable, "-m", "csft.train", "model=tiny", "data=csv",
-        f"data.train_file={missing}", f"hydra.run.dir={tmp_path / 'run'}",
+        sys.executable,
+        "-m",
+        "csft.train",
+        "model=tiny",
+        "data=csv",
+        f"data.train_file={missing}",
+        f"hydra.run.dir={tmp_path / 'run'}",
     ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from csft.data.collate import PadCollator
+from csft.data.dialogues import read_dialogues
 from csft.data.encoding import Encoding, encode_cached
 from csft.data.example import CLASSIFICATION, REGRESSION, Example, LabelVocab
 from csft.data.readers import read_examples
@@ -21,6 +22,7 @@ from csft.errors import ConfigError, DataError
 from csft.pretrained import load_tokenizer
 
 SPLITS = ("train", "val", "test")
+READERS = ("table", "dialogues")
 
 
 def stratified_split(
@@ -47,9 +49,14 @@ def stratified_split(
 class DialogueDataModule(pl.LightningDataModule):
     """Batches of (context + text [, response]) token ids with dynamic padding.
 
-    Subclasses that build examples some other way (pairs, ratings) override `load_splits`.
+    `reader="table"` reads CSV / JSONL / Parquet columns; `reader="dialogues"` reads the
+    multi-turn dialogue JSONL format (see `csft.data.dialogues`). Subclasses that build
+    examples some other way (pairs, ratings) override `load_splits` (and may fix the class
+    order with `label_names`).
     `batch_size` is per device: under DDP the global batch is batch_size x devices x nodes.
     """
+
+    label_names: tuple[str, ...] | None = None
 
     def __init__(
         self,
@@ -67,6 +74,9 @@ class DialogueDataModule(pl.LightningDataModule):
         max_length: int = 64,
         max_response_length: int = 32,
         turn_separator: str = " [SEP] ",
+        max_context_turns: int | None = None,
+        reader: str = "table",
+        speaker_markers: dict[str, str] | None = None,
         batch_size: int = 32,
         eval_batch_size: int = 128,
         pad_to_multiple_of: int | None = None,
@@ -87,7 +97,11 @@ class DialogueDataModule(pl.LightningDataModule):
         self.task = task
         self.val_fraction = val_fraction
         self.seed = seed
-        self.encoding = Encoding(max_length, max_response_length, turn_separator)
+        if reader not in READERS:
+            raise ConfigError(f"data.reader={reader!r}: expected one of {READERS}.")
+        self.reader = reader
+        self.speaker_markers = speaker_markers
+        self.encoding = Encoding(max_length, max_response_length, turn_separator, max_context_turns)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.pad_to_multiple_of = pad_to_multiple_of
@@ -107,6 +121,14 @@ class DialogueDataModule(pl.LightningDataModule):
 
     def read_split(self, split: str) -> list[Example]:
         path = self.files[split]
+        if self.reader == "dialogues":
+            return read_dialogues(
+                path,
+                task=self.task,
+                speaker_markers=self.speaker_markers,
+                label_key=self.columns["label_column"],
+                response_key=self.columns["response_column"] or "response",
+            )
         return read_examples(path, task=self.task, **self.columns)
 
     def load_splits(self) -> dict[str, list[Example]]:
@@ -138,7 +160,9 @@ class DialogueDataModule(pl.LightningDataModule):
         self.examples = self.load_splits()
         if not self.examples["train"]:
             raise DataError("the train split is empty.")
-        if self.task == CLASSIFICATION:
+        if self.task == CLASSIFICATION and self.label_names:
+            self.vocab = LabelVocab(tuple(self.label_names))
+        elif self.task == CLASSIFICATION:
             self.vocab = LabelVocab.from_examples(self.examples["train"], where="train split")
         for split, examples in self.examples.items():
             self.rows[split] = self.encode_split(examples)

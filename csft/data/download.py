@@ -10,7 +10,9 @@ from pathlib import Path
 
 from csft.errors import DataError
 
-BANKING77_URL = "https://raw.githubusercontent.com/PolyAI-LDN/task-specific-datasets/master/banking_data"
+BANKING77_URL = (
+    "https://raw.githubusercontent.com/PolyAI-LDN/task-specific-datasets/master/banking_data"
+)
 BANKING77_SHA256 = {
     "train.csv": "b06e26ac675513959a63135f11b94ea7786ed02da65db93a5650d8838cbc664b",
     "test.csv": "d12d6e3bc4c3103966ae786dc435913c0c563dfa328f5a3646d0e62cfeeb474d",

@@ -20,9 +20,16 @@ class Encoding:
     max_length: int = 64
     max_response_length: int = 32
     turn_separator: str = " [SEP] "
+    max_context_turns: int | None = None
 
     def first_segment(self, example: Example) -> str:
-        return self.turn_separator.join((*example.context, example.text))
+        """Context turns (the latest `max_context_turns`) then the text, separated."""
+        context = example.context
+        if self.max_context_turns is not None:
+            context = (
+                context[len(context) - self.max_context_turns :] if self.max_context_turns else ()
+            )
+        return self.turn_separator.join((*context, example.text))
 
 
 def encode(

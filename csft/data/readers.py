@@ -13,7 +13,13 @@ import pandas as pd
 from csft.data.example import CLASSIFICATION, REGRESSION, TASKS, Example
 from csft.errors import ConfigError, DataError
 
-SUFFIXES = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+}
 
 
 def read_rows(path: str | Path) -> tuple[list[dict[str, Any]], str]:
@@ -23,7 +29,9 @@ def read_rows(path: str | Path) -> tuple[list[dict[str, Any]], str]:
         raise DataError(f"{path}: data file not found.")
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        raise DataError(f"{path}: unknown file type {path.suffix!r}; use one of {sorted(SUFFIXES)}.")
+        raise DataError(
+            f"{path}: unknown file type {path.suffix!r}; use one of {sorted(SUFFIXES)}."
+        )
     if kind == "jsonl":
         return list(_read_jsonl(path)), "line"
     try:

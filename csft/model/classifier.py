@@ -9,7 +9,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchmetrics import MetricCollection
 
 from csft.data.example import CLASSIFICATION, REGRESSION, TASKS
@@ -132,8 +131,15 @@ class Classifier(pl.LightningModule):
         self.update_metrics(getattr(self, f"{stage}_metrics"), outputs.detach(), batch["labels"])
         size = len(batch["labels"])
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, batch_size=size,
-                 prog_bar=True, sync_dist=stage != "train")
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            batch_size=size,
+            prog_bar=True,
+            sync_dist=stage != "train",
+        )
         return loss
 
     def update_metrics(
@@ -193,7 +199,10 @@ class Classifier(pl.LightningModule):
         scheduler = self.scheduler_factory(
             optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["id2label"] = self.hparams.id2label

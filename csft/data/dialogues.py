@@ -1,0 +1,72 @@
+"""Multi-turn dialogue logs in JSONL, one dialogue a line:
+
+    {"id": "d1", "turns": [{"speaker": "customer", "text": "..."},
+                           {"speaker": "agent", "text": "..."}, ...],
+     "label": "refund", "response": "optional agent reply to judge"}
+
+The last customer turn is the message to classify; the turns before it are its context
+(agent turns after it are not used). Speaker markers ("customer:", "agent:") are prefixed
+to each turn so the encoder can tell who said what.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from csft.data.example import CLASSIFICATION, Example
+from csft.data.readers import _label, _read_jsonl, _text
+from csft.errors import DataError
+
+SPEAKERS = ("customer", "agent")
+DEFAULT_MARKERS = {"customer": "customer:", "agent": "agent:"}
+
+
+def read_dialogues(
+    path: str | Path,
+    task: str = CLASSIFICATION,
+    speaker_markers: Mapping[str, str] | None = None,
+    label_key: str = "label",
+    response_key: str = "response",
+) -> list[Example]:
+    """Examples from a dialogue JSONL file; every error names the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found.")
+    markers = dict(speaker_markers or {})
+    examples = []
+    for number, row in enumerate(_read_jsonl(path), start=1):
+        where = f"{path}, line {number}"
+        turns = row.get("turns")
+        if not isinstance(turns, list) or not turns:
+            raise DataError(f"{where}: 'turns' must be a non-empty list of turns.")
+        marked: list[str] = []
+        last_customer = None
+        for i, turn in enumerate(turns):
+            speaker = turn.get("speaker") if isinstance(turn, dict) else None
+            if speaker not in SPEAKERS:
+                raise DataError(
+                    f"{where}: turn {i + 1} has speaker {speaker!r}; expected one of {SPEAKERS}."
+                )
+            text = _text(turn.get("text"), f"{where}, turn {i + 1}", "text")
+            marker = markers.get(speaker, "")
+            marked.append(f"{marker} {text}" if marker else text)
+            if speaker == "customer":
+                last_customer = i
+        if last_customer is None:
+            raise DataError(f"{where}: the dialogue has no customer turn.")
+        response = row.get(response_key)
+        examples.append(
+            Example(
+                text=marked[last_customer],
+                context=tuple(marked[:last_customer]),
+                response=None if response is None else _text(response, where, response_key),
+                label=_label(row.get(label_key), where, label_key, task)
+                if label_key in row
+                else None,
+                source=where,
+            )
+        )
+    if not examples:
+        raise DataError(f"{path}: holds no dialogues.")
+    return examples
