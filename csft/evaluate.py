@@ -22,7 +22,7 @@ from csft.errors import ConfigError, CsftError
 from csft.export import METADATA, read_metadata
 from csft.instantiation import create
 from csft.model.metrics import task_metrics
-from csft.pretrained import register_resolvers
+from csft.resolvers import register_resolvers
 
 log = logging.getLogger("csft.evaluate")
 register_resolvers()

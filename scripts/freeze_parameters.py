@@ -13,7 +13,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from csft.pretrained import register_resolvers
+from csft.resolvers import register_resolvers
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

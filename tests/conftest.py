@@ -64,7 +64,7 @@ def compose(overrides: list[str], config_name: str = "train"):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from csft.pretrained import register_resolvers
+    from csft.resolvers import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
