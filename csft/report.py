@@ -10,11 +10,12 @@ import json
 import math
 import shlex
 from collections.abc import Hashable, Iterable
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from csft.errors import DataError
 
@@ -22,6 +23,7 @@ OK, FAILED, RUNNING = "ok", "failed", "running"
 SCORE = "best_score"
 RUN_KEYS = ("best_score", "fit_seconds", "epochs")
 METRIC_PREFIXES = ("val/", "test/")
+MAX_LINES = 8  # a swept key with more values than this is not drawn as one line each
 SUMMARY_FILES = {"md": "summary.md", "csv": "summary.csv", "png": "summary.png"}
 
 
@@ -139,9 +141,7 @@ def _override_columns(frame: pd.DataFrame) -> list[str]:
     if "override_keys" in frame.attrs:
         return [k for k in frame.attrs["override_keys"] if k in frame.columns]
     fixed = {"job", "status", "error", "overrides", *RUN_KEYS}
-    return [
-        c for c in frame.columns if c not in fixed and not str(c).startswith(METRIC_PREFIXES)
-    ]
+    return [c for c in frame.columns if c not in fixed and not str(c).startswith(METRIC_PREFIXES)]
 
 
 def _distinct(column: pd.Series) -> int:
@@ -154,16 +154,16 @@ def _hashable(value: Any) -> Hashable:
     return value if isinstance(value, Hashable) else repr(value)
 
 
-def _multirun_sweeps(sweep_dir: Path) -> list[str]:
-    """Keys given as a sweep (`a,b`, `range(...)`) on the command line, in their order."""
+def _declared_sweeps(sweep_dir: Path) -> list[str]:
+    """Keys multirun.yaml sweeps: `a,b` / `range(...)` overrides, then `hydra.sweeper.params`."""
     path = sweep_dir / "multirun.yaml"
     if not path.is_file():
         return []
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    task = OmegaConf.select(OmegaConf.load(path), "hydra.overrides.task", default=None)
-    keys = []
-    for text in OmegaConf.to_container(task) if task is not None else []:
+    config = OmegaConf.load(path)
+    keys: list[str] = []
+    for text in OmegaConf.select(config, "hydra.overrides.task", default=None) or []:
         try:
             override = OverridesParser.create().parse_override(str(text))
         except Exception:
@@ -171,6 +171,9 @@ def _multirun_sweeps(sweep_dir: Path) -> list[str]:
         if override.is_sweep_override():
             key = override.key_or_group
             keys.append(f"{key}@{override.package}" if override.package else key)
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None)  # e.g. Optuna's
+    if isinstance(params, DictConfig):
+        keys += [str(key) for key in params if str(key) not in keys]
     return keys
 
 
@@ -203,21 +206,19 @@ def collect_jobs(sweep_dir: str | Path) -> pd.DataFrame:
         frame[key] = pd.to_numeric(frame[key], errors="coerce")  # "nan" strings → NaN
     frame["error"] = frame["error"].astype(object).where(frame["status"] == FAILED, None)
 
-    rank = frame["status"].map({OK: 0, FAILED: 1, RUNNING: 2})
-    score = frame[SCORE] if mode == "max" else -frame[SCORE]
-    order = sorted(
-        range(len(frame)),
-        key=lambda i: (
-            rank.iloc[i],
-            math.isnan(score.iloc[i]),
-            -score.iloc[i] if not math.isnan(score.iloc[i]) else 0.0,
-            frame["job"].iloc[i],
-        ),
+    # ok jobs by score (best first, unscored last), then failed, then running; ties by job.
+    sort_keys = pd.DataFrame(
+        {
+            "rank": frame["status"].map({OK: 0, FAILED: 1, RUNNING: 2}),
+            "score": -frame[SCORE] if mode == "max" else frame[SCORE],
+            "job": frame["job"],
+        }
     )
-    frame = frame.iloc[order].reset_index(drop=True)
+    order = sort_keys.sort_values(["rank", "score", "job"], na_position="last").index
+    frame = frame.loc[order].reset_index(drop=True)
 
     by_jobs = [key for key in override_keys if _distinct(frame[key]) > 1]
-    declared = [key for key in _multirun_sweeps(sweep_dir) if key in override_keys]
+    declared = [key for key in _declared_sweeps(sweep_dir) if key in override_keys]
     frame.attrs.update(
         sweep_dir=str(sweep_dir),
         mode=mode,
@@ -259,9 +260,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 def _is_numeric(column: pd.Series) -> bool:
     values = [v for v in column if _hashable(v) is not None]
-    return bool(values) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
-    )
+    return bool(values) and all(isinstance(v, Real) and not isinstance(v, bool) for v in values)
 
 
 def plot_summary(frame: pd.DataFrame, path: str | Path) -> Path:
@@ -270,6 +269,7 @@ def plot_summary(frame: pd.DataFrame, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     path = Path(path)
     done = frame[(frame["status"] == OK) & frame[SCORE].notna()]
@@ -277,7 +277,14 @@ def plot_summary(frame: pd.DataFrame, path: str | Path) -> Path:
     numeric = [k for k in swept if _is_numeric(done[k])]
     # x: the numeric key with the most values (e.g. the learning rate); else a categorical one.
     x_key = max(numeric or swept, key=lambda k: _distinct(done[k]), default=None)
-    line_keys = [k for k in swept if k != x_key]
+    # One line per value of the other keys, unless they are continuous (Optuna samples a new
+    # value per job): those are left out, and the points are not joined into lines.
+    line_keys = [
+        k
+        for k in swept
+        if k != x_key and (k not in numeric or _distinct(done[k]) < min(len(done), MAX_LINES + 1))
+    ]
+    grid = len(line_keys) == len(swept) - (x_key is not None)
     metric = frame.attrs.get("optimized_metric")
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     if done.empty:
@@ -290,19 +297,23 @@ def plot_summary(frame: pd.DataFrame, path: str | Path) -> Path:
         positions = {v: i for i, v in enumerate(dict.fromkeys(map(str, done[x_key])))}
         for values, group in groups:
             values = values if isinstance(values, tuple) else (values,)
-            label = ", ".join(f"{k}={_format_cell(v)}" for k, v in zip(line_keys, values))
+            label = ", ".join(
+                f"{k}={_format_cell(v)}" for k, v in zip(line_keys, values, strict=True)
+            )
             if categorical:
                 group = group.assign(_x=[positions[str(v)] for v in group[x_key]])
             else:
                 group = group.assign(_x=group[x_key].astype(float))
             group = group.sort_values("_x")
-            ax.plot(group["_x"], group[SCORE], marker="o", label=label or None)
+            style = "-" if grid and not categorical else "none"  # no slope between categories
+            ax.plot(group["_x"], group[SCORE], marker="o", linestyle=style, label=label or None)
         if categorical:
             ax.set_xticks(list(positions.values()), list(positions))
         else:
             xs = done[x_key].astype(float).dropna()
             if (xs > 0).all() and xs.max() / xs.min() > 10:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # labels at decades only
             ticks = sorted(set(xs))
             if len(ticks) <= 8:  # a grid sweep: label exactly the values tried
                 ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])

@@ -20,6 +20,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from csft.distributed import isolated_job, use_job_subprocess_command
 from csft.errors import ConfigError, CsftError
 from csft.evaluate import evaluate
 from csft.export import export_model
@@ -29,6 +30,7 @@ from csft.tracking import finish_wandb, log_evaluation, make_loggers, report_wan
 
 log = logging.getLogger("csft.train")
 register_resolvers()
+use_job_subprocess_command()
 
 
 def class_weights(setting: Any, counts: list[int] | None) -> list[float] | None:
@@ -130,6 +132,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_score": getattr(checkpoint, "best_model_score", None),
     }
     results = {key: _number(value) for key, value in results.items()}
+    if not trainer.is_global_zero:  # DDP: rank 0 alone writes the run's files
+        return results
     if cfg.get("export"):
         model_dir = export_model(
             model, datamodule.tokenizer, datamodule.encoding, output_dir / "model"
@@ -197,7 +201,8 @@ def main(cfg: DictConfig) -> float | None:
     output_dir.mkdir(parents=True, exist_ok=True)
     failed = True
     try:
-        results = train(cfg)
+        with isolated_job():
+            results = train(cfg)
         failed = False
     except Exception as err:
         if in_multirun():

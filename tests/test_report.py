@@ -132,6 +132,22 @@ def test_summarize_defaults_to_the_sweep_dir_and_plots_a_single_swept_key(tmp_pa
     assert markdown_table(frame).count("\n") == 4
 
 
+def test_optuna_params_in_multirun_yaml_are_swept_keys(tmp_path):
+    trials = [("3.1e-5", "0.12", "head"), ("2.2e-4", "0.05", "none"), ("9.7e-5", "0.2", "head")]
+    for job, (lr, dropout, freeze) in enumerate(trials):
+        overrides = ["seed=1", f"optim.optimizer.lr={lr}", f"model.dropout={dropout}"]
+        write_job(tmp_path, job, [*overrides, f"freeze={freeze}"], metrics_for(0.6 + job / 10))
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  sweeper:\n    params:\n      freeze: choice(none, head)\n"
+        "      optim.optimizer.lr: tag(log, interval(1e-5, 5e-4))\n"
+        "      model.dropout: interval(0.0, 0.3)\n  overrides:\n    task:\n    - seed=1\n"
+    )
+    frame = summarize(tmp_path)
+    assert swept_keys(frame) == ["freeze", "optim.optimizer.lr", "model.dropout"]
+    assert frame["job"].tolist() == [2, 1, 0]
+    assert (tmp_path / "summary.png").read_bytes().startswith(PNG_MAGIC)
+
+
 def test_min_mode_sorts_ascending(tmp_path):
     for job, score in enumerate([0.7, 0.2, 0.5]):
         overrides = ["loss=mse", f"optim.optimizer.lr={job + 1}e-4"]
@@ -142,13 +158,15 @@ def test_min_mode_sorts_ascending(tmp_path):
     assert frame.attrs["optimized_metric"] == "val/mse"
 
 
-def test_nan_scores_and_only_unfinished_jobs_still_summarize(tmp_path):
+def test_nan_scores_sort_after_scored_jobs(tmp_path):
     write_job(tmp_path, 0, ["seed=1"], metrics={"best_score": "nan", "val/acc": "nan"})
     write_job(tmp_path, 1, ["seed=2"], failed={"error": "boom"})
     write_job(tmp_path, 2, ["seed=3"])
+    write_job(tmp_path, 3, ["seed=4"], metrics=metrics_for(0.4))
     frame = summarize(tmp_path)
-    assert frame["status"].tolist() == ["ok", "failed", "running"]
-    assert frame["error"].iloc[1] == "boom"
+    assert frame["job"].tolist() == [3, 0, 1, 2]  # an ok job without a score: after scored ones
+    assert frame["status"].tolist() == ["ok", "ok", "failed", "running"]
+    assert frame["error"].iloc[2] == "boom"
     assert (tmp_path / "summary.png").read_bytes().startswith(PNG_MAGIC)
 
 

@@ -200,12 +200,16 @@ class DialogueDataModule(pl.LightningDataModule):
         return PadCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of, dtype)
 
     def loader(self, rows: list[dict[str, Any]], train: bool = False) -> DataLoader:
+        """Length-bucketed batches; under DDP this rank's share of each global batch."""
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         sampler = LengthBucketBatchSampler(
             [len(r["input_ids"]) for r in rows],
             self.batch_size if train else self.eval_batch_size,
             shuffle=train,
             seed=self.seed,
             pool_batches=self.pool_batches,
+            num_replicas=torch.distributed.get_world_size() if distributed else 1,
+            rank=torch.distributed.get_rank() if distributed else 0,
         )
         return DataLoader(
             rows,

@@ -1,0 +1,97 @@
+"""DDP on CPU (gloo): two processes match one, also when launched from a Hydra multirun."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import FIXTURES, ROOT, compose, tiny_overrides
+
+from csft.data.samplers import LengthBucketBatchSampler
+
+# 24 dialogues, 18 train rows after a 25 % validation split: 3 global batches of 6.
+DDP_RUN = [
+    "model=tiny",
+    "model.dropout=0.0",
+    "data=csv",
+    f"data.train_file={FIXTURES / 'intents_train.csv'}",
+    f"data.test_file={FIXTURES / 'intents_test.csv'}",
+    "data.text_column=message",
+    "data.label_column=intent",
+    "data.val_fraction=0.25",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.accelerator=cpu",
+    "callbacks.lr_monitor=null",
+    "optim.optimizer.lr=3e-3",
+    "optim.optimizer.fused=false",
+    "report=false",
+]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [sys.executable, "-m", "csft.train", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def test_ranks_get_disjoint_slices_of_the_same_global_batches():
+    lengths = list(range(5, 55))
+    single = list(LengthBucketBatchSampler(lengths, 10, seed=4))
+    ranks = [
+        list(LengthBucketBatchSampler(lengths, 5, seed=4, num_replicas=2, rank=r)) for r in (0, 1)
+    ]
+    assert len(ranks[0]) == len(ranks[1]) == len(single)
+    for whole, a, b in zip(single, *ranks, strict=True):
+        assert sorted(a + b) == sorted(whole) and not set(a) & set(b)
+
+
+def test_a_short_last_global_batch_still_feeds_every_rank():
+    shards = [list(LengthBucketBatchSampler([3] * 7, 2, num_replicas=4, rank=r)) for r in range(4)]
+    assert all(len(s) == 1 and len(s[0]) >= 1 for s in shards)
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    cli(*DDP_RUN, "data.batch_size=6", f"hydra.run.dir={one}")
+    cli(*DDP_RUN, "trainer=ddp", "trainer.devices=2", "data.batch_size=3", f"hydra.run.dir={two}")
+    single = json.loads((one / "metrics.json").read_text())
+    double = json.loads((two / "metrics.json").read_text())
+    # Same global batches, same init, no dropout: only float summation order differs
+    # (gloo all-reduce vs one batch), which Adam's normalisation amplifies a little.
+    for key in ("val/loss", "test/loss"):
+        assert double[key] == pytest.approx(single[key], rel=0.02), key
+    assert double["test/acc"] == pytest.approx(single["test/acc"], abs=0.17)  # ≤ 1 of 6 rows
+    assert (two / "train_rank1.log").is_file()  # rank 1 ran the same job, in the same dir
+
+
+def test_ddp_under_multirun_runs_each_job_once(tmp_path):
+    sweep = tmp_path / "sweep"
+    cli(
+        "-m",
+        *DDP_RUN,
+        "trainer=ddp",
+        "trainer.devices=2",
+        "data.batch_size=3",
+        "optim.optimizer.lr=1e-3,3e-3",
+        f"hydra.sweep.dir={sweep}",
+    )
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]  # no extra sweep started by a child rank
+    for job in jobs:
+        assert (sweep / job / "metrics.json").is_file()
+
+
+def test_ddp_config_composes_with_per_device_batch(tmp_path):
+    cfg = compose(tiny_overrides(tmp_path, "trainer=ddp", "trainer.devices=4"))
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 4
+    assert cfg.trainer.use_distributed_sampler is False
