@@ -95,3 +95,27 @@ def test_ddp_config_composes_with_per_device_batch(tmp_path):
     cfg = compose(tiny_overrides(tmp_path, "trainer=ddp", "trainer.devices=4"))
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 4
     assert cfg.trainer.use_distributed_sampler is False
+
+
+def test_slurm_launcher_config_follows_the_trainer(tmp_path):
+    from conftest import CONF
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(
+            "train",
+            tiny_overrides(
+                tmp_path,
+                "hydra/launcher=slurm",
+                "trainer=ddp",
+                "trainer.devices=4",
+                "trainer.num_nodes=2",
+                "hydra.launcher.partition=gpu",
+            ),
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    assert launcher.partition == "gpu"

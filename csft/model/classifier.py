@@ -49,6 +49,8 @@ class Classifier(pl.LightningModule):
         random_init: bool = False,
         config_overrides: dict[str, Any] | None = None,
         attn_implementation: str | None = "sdpa",
+        compile: bool = False,
+        compile_backend: Any = "inductor",
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -86,6 +88,10 @@ class Classifier(pl.LightningModule):
                 )
             weights = torch.tensor(list(class_weights), dtype=torch.float32)
         self.register_buffer("class_weights", weights, persistent=False)
+        if compile:
+            # dynamic=True: one graph for every padded length, not a recompile per batch shape.
+            # In place (nn.Module.compile), so state_dict keys and export stay unchanged.
+            self.encoder.compile(dynamic=True, backend=compile_backend)
         for stage in ("train", "val", "test"):
             metrics = MetricCollection(task_metrics(task, num_labels), compute_groups=False)
             setattr(self, f"{stage}_metrics", metrics)

@@ -1,0 +1,83 @@
+"""Throughput features that must not change results: torch.compile, the non-finite guard."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from csft.model.classifier import Classifier, NonFiniteLossError
+
+TINY = {
+    "num_hidden_layers": 2,
+    "hidden_size": 32,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+
+
+def tiny(minilm_dir, **kwargs) -> Classifier:
+    torch.manual_seed(0)
+    return Classifier(minilm_dir, num_labels=3, random_init=True, config_overrides=TINY, **kwargs)
+
+
+def batch(length: int, rows: int = 4) -> dict[str, torch.Tensor]:
+    ids = torch.randint(1000, 2000, (rows, length))
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "token_type_ids": torch.zeros_like(ids),
+        "labels": torch.tensor([0, 1, 2, 0][:rows]),
+    }
+
+
+def test_compiled_encoder_does_not_recompile_per_padded_length(minilm_dir):
+    compiled_graphs = []
+
+    def counting_backend(graph, example_inputs):
+        compiled_graphs.append(graph)
+        return graph.forward
+
+    torch._dynamo.reset()
+    model = tiny(minilm_dir, compile=True, compile_backend=counting_backend).eval()
+    reference = tiny(minilm_dir).eval()
+    for length in (5, 9, 13, 21):
+        b = batch(length)
+        with torch.no_grad():
+            got = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+            expected = reference(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+        torch.testing.assert_close(got, expected)
+    assert 1 <= len(compiled_graphs) <= 2  # the first shape, then one dynamic graph at most
+    assert set(model.state_dict()) == set(reference.state_dict())  # export keys unchanged
+
+
+class ExplodingClassifier(Classifier):
+    """Returns a NaN loss from the third step on."""
+
+    def loss(self, outputs, labels):
+        loss = super().loss(outputs, labels)
+        return loss * float("nan") if self.global_step >= 2 else loss
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step(minilm_dir):
+    from functools import partial
+
+    torch.manual_seed(0)
+    model = ExplodingClassifier(
+        minilm_dir,
+        num_labels=3,
+        random_init=True,
+        config_overrides=TINY,
+        optimizer=partial(torch.optim.Adam, lr=1e-3),
+    )
+    loader = torch.utils.data.DataLoader([batch(6)] * 5, batch_size=None)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.raises(NonFiniteLossError, match=r"training loss became nan at step 2"):
+        trainer.fit(model, train_dataloaders=loader)
