@@ -14,6 +14,7 @@ from torchmetrics import MetricCollection
 from csft.data.example import CLASSIFICATION, REGRESSION, TASKS
 from csft.errors import ConfigError, CsftError
 from csft.model.freezing import FreezePolicy, count_parameters
+from csft.model.frozen_cache import FrozenFeatureCache
 from csft.model.heads import POOLINGS, ClassificationHead, mean_pool
 from csft.model.metrics import task_metrics
 from csft.model.optim import parameter_groups
@@ -51,6 +52,7 @@ class Classifier(pl.LightningModule):
         attn_implementation: str | None = "sdpa",
         compile: bool = False,
         compile_backend: Any = "inductor",
+        cache_frozen: bool = False,
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -77,6 +79,15 @@ class Classifier(pl.LightningModule):
         )
         self.head = ClassificationHead(self.encoder.config.hidden_size, num_labels, dropout)
         self.frozen = freeze.apply(self.encoder)
+        self.feature_cache: FrozenFeatureCache | None = None
+        if cache_frozen:
+            if freeze.trainable_layers is None or freeze.train_embeddings:
+                raise ConfigError(
+                    f"model.cache_frozen=true needs frozen embeddings and lower layers "
+                    f"(freeze=top4, top2 or head), but freeze={freeze.name} trains them: "
+                    f"their outputs change every step and cannot be cached."
+                )
+            self.feature_cache = FrozenFeatureCache(self.encoder, freeze.trainable_layers)
         trainable, total = count_parameters(self)
         self.hparams.update(trainable_params=trainable, total_params=total)
         weights = None
@@ -109,10 +120,20 @@ class Classifier(pl.LightningModule):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
+        split: str | None = None,
     ) -> torch.Tensor:
-        out = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        )
+        """Logits (or scores). With the frozen-layer cache and a row `index` + `split`, the
+        frozen bottom's output comes from the cache and only the top layers run."""
+        if self.feature_cache is not None and index is not None and split is not None:
+            states = self.feature_cache.bottom_states(
+                split, index, input_ids, attention_mask, token_type_ids
+            )
+            out = self.feature_cache.top_forward(states, input_ids, attention_mask, token_type_ids)
+        else:
+            out = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            )
         if self.pooling == "cls":
             pooled = out.pooler_output
         else:
@@ -132,7 +153,13 @@ class Classifier(pl.LightningModule):
 
     # -- steps -----------------------------------------------------------------------------
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        outputs = self(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        outputs = self(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["token_type_ids"],
+            index=batch.get("index"),
+            split=stage,
+        )
         loss = self.loss(outputs, batch["labels"])
         self.update_metrics(getattr(self, f"{stage}_metrics"), outputs.detach(), batch["labels"])
         size = len(batch["labels"])
