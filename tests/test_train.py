@@ -200,3 +200,35 @@ def test_cli_bad_input_prints_one_clear_error(tmp_path):
     assert done.returncode == 2
     assert f"csft: error: {missing}: data file not found." in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_model_bert_runs_from_a_local_folder(tmp_path, tiny_bert_dir):
+    """`model=bert model.name_or_path=/dir freeze=top4` (the tiny BERT has 4 layers)."""
+    _, results = run(
+        tmp_path,
+        *INTENT_DATA,
+        "model=bert",
+        f"model.name_or_path={tiny_bert_dir}",
+        "freeze=top4",
+        "trainer.max_epochs=1",
+    )
+    assert results["trainable_params"] < results["total_params"]  # embeddings frozen
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"]  # bert uses cls pooling
+
+
+def test_cli_model_bert_offline_fails_at_once_with_the_fix(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-cache")}
+    command = [
+        sys.executable,
+        "-m",
+        "csft.train",
+        "model=bert",
+        "freeze=top4",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("csft: error:")]
+    assert len(errors) == 1 and "model=minilm" in errors[0]
+    assert "Traceback" not in done.stderr and "Retrying" not in done.stderr
