@@ -11,6 +11,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from csft.resolvers import register_resolvers
 from csft.tracking import finish_wandb, log_evaluation, make_loggers, report_wandb_location
 
 log = logging.getLogger("csft.train")
+# Frozen modules are in eval mode on purpose (no dropout in what does not train).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 register_resolvers()
 use_job_subprocess_command()
 

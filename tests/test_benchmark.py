@@ -1,0 +1,88 @@
+"""scripts/benchmark.py end to end on a tiny slice: every contender runs and is reported.
+
+Timings are printed by the script, never asserted here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # 9 subprocesses that each import torch: ~3 minutes on 2 cores
+
+CONTENDERS = (
+    "csft",
+    "hf",
+    "hf_grouped",
+    "csft_top2",
+    "csft_top2_cache",
+    "hf_top2",
+    "csft_predict",
+    "pipeline",
+)
+RATIO_COLUMNS = (
+    "samples/s vs hf",
+    "samples/s vs hf_grouped",
+    "samples/s vs hf_top2",
+    "epochs ≥ 2 vs hf_top2",
+    "rows/s vs pipeline",
+    "p50 speed-up vs pipeline",
+)
+
+
+def table_rows(markdown: str) -> dict[str, dict[str, str]]:
+    """Each table row as {column: cell}, keyed by its contender (first cell)."""
+    rows: dict[str, dict[str, str]] = {}
+    header: list[str] = []
+    for line in markdown.splitlines():
+        if not line.startswith("|"):
+            header = []
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not header:
+            header = cells
+        elif not set(cells[0]) <= set("-: "):
+            rows[cells[0].strip("`")] = dict(zip(header, cells, strict=False))
+    return rows
+
+
+def test_benchmark_runs_every_contender_and_writes_the_table(tmp_path, data_dir):
+    pytest.importorskip("accelerate", reason="the Hugging Face Trainer needs accelerate")
+    out = tmp_path / "bench.md"
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "benchmark.py"),
+        "--train-rows",
+        "96",
+        "--test-rows",
+        "64",
+        "--epochs",
+        "1",
+        "--latency-requests",
+        "5",
+        # One thread per contender: on 2 busy cores, 2 threads can be 20x slower per call.
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert out.is_file()
+    markdown = out.read_text()
+    assert markdown.strip() in done.stdout
+    rows = table_rows(markdown)
+    assert set(CONTENDERS) <= rows.keys(), sorted(rows)
+    for column in RATIO_COLUMNS:
+        assert f"| {column} |" in markdown, column
+    for name in CONTENDERS:
+        accuracy = float(rows[name]["test acc"])
+        assert 0.0 <= accuracy <= 1.0, (name, accuracy)
+    # Baselines against themselves: ratio columns are filled, not left as dashes.
+    assert rows["hf"]["samples/s vs hf"] == "1.00×"
+    assert rows["pipeline"]["rows/s vs pipeline"] == "1.00×"
+    assert rows["csft"]["samples/s vs hf"].endswith("×")
+    assert rows["csft_predict"]["rows/s vs pipeline"].endswith("×")
