@@ -97,6 +97,8 @@ def test_minilm_scores_dstc9_replies_better_than_the_mean(tmp_path, data_dir):
                 "freeze=top2",
                 "trainer.max_epochs=1",
                 "trainer.limit_train_batches=80",
+                "trainer.limit_val_batches=5",
+                "report=false",
                 "trainer.enable_progress_bar=false",
                 "data.with_answer=true",
                 f"paths.output_dir={tmp_path}",
