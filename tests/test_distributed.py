@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import FIXTURES, ROOT, compose, tiny_overrides
+from conftest import INTENT_FIXTURE, ROOT, compose, tiny_overrides
 
 from csft.data.samplers import LengthBucketBatchSampler
 
@@ -15,12 +15,7 @@ from csft.data.samplers import LengthBucketBatchSampler
 DDP_RUN = [
     "model=tiny",
     "model.dropout=0.0",
-    "data=csv",
-    f"data.train_file={FIXTURES / 'intents_train.csv'}",
-    f"data.test_file={FIXTURES / 'intents_test.csv'}",
-    "data.text_column=message",
-    "data.label_column=intent",
-    "data.val_fraction=0.25",
+    *INTENT_FIXTURE,
     "trainer.max_epochs=2",
     "trainer.enable_progress_bar=false",
     "trainer.accelerator=cpu",

@@ -10,16 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ROOT
+from conftest import INTENT_FIXTURE, ROOT
 
 TINY_RUN = [
     "model=tiny",
-    "data=csv",
-    f"data.train_file={FIXTURES / 'intents_train.csv'}",
-    f"data.test_file={FIXTURES / 'intents_test.csv'}",
-    "data.text_column=message",
-    "data.label_column=intent",
-    "data.val_fraction=0.25",
+    *INTENT_FIXTURE,
     "data.batch_size=4",
     "trainer.max_epochs=1",
     "trainer.enable_progress_bar=false",

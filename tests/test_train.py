@@ -9,19 +9,14 @@ import sys
 
 import pytest
 import torch
-from conftest import FIXTURES, ROOT, compose, tiny_overrides
+from conftest import FIXTURES, INTENT_FIXTURE, ROOT, compose, tiny_overrides
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from csft.errors import ConfigError
 from csft.train import class_weights, train
 
 INTENT_DATA = [
-    "data=csv",
-    f"data.train_file={FIXTURES / 'intents_train.csv'}",
-    f"data.test_file={FIXTURES / 'intents_test.csv'}",
-    "data.text_column=message",
-    "data.label_column=intent",
-    "data.val_fraction=0.25",
+    *INTENT_FIXTURE,
     "data.batch_size=4",
     "trainer.max_epochs=3",
     "optim.optimizer.lr=1e-3",
