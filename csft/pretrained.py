@@ -74,13 +74,17 @@ def load_encoder(
     config_overrides: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Any:
-    """The encoder's weights, or (random_init) its shape with fresh weights.
+    """The encoder's weights (in fp32), or (random_init) its shape with fresh weights.
 
     `config_overrides` reshape it (e.g. a 2-layer, 32-wide BERT for fast tests), which
     implies random_init since pretrained weights no longer fit.
     """
+    import torch
     from transformers import AutoConfig, AutoModel
 
+    # fp32 master weights whatever the checkpoint stores (transformers would keep a half
+    # precision checkpoint in half precision): the trainer's `precision` decides autocast.
+    kwargs.setdefault("dtype", torch.float32)
     if not random_init and not config_overrides:
         return from_pretrained(AutoModel, name_or_path, **kwargs)
     config = from_pretrained(AutoConfig, name_or_path)

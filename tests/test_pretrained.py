@@ -49,3 +49,16 @@ def test_an_unreachable_hub_is_never_asked(monkeypatch):
 def test_a_missing_local_folder_is_named():
     with pytest.raises(ModelNotAvailableError, match="/no/such/bert"):
         load_encoder("/no/such/bert")
+
+
+def test_a_half_precision_checkpoint_loads_as_fp32_master_weights(tiny_bert_dir, tmp_path):
+    import torch
+    from transformers import BertModel
+
+    half = BertModel.from_pretrained(tiny_bert_dir, dtype=torch.float16)
+    half.save_pretrained(tmp_path)
+    assert BertModel.from_pretrained(tmp_path).dtype == torch.float16  # what transformers does
+    encoder = load_encoder(str(tmp_path))
+    assert {p.dtype for p in encoder.parameters()} == {torch.float32}
+    expected = half.embeddings.word_embeddings.weight.float()
+    assert torch.equal(encoder.embeddings.word_embeddings.weight, expected)
