@@ -63,6 +63,13 @@ def instantiate_dict(group: DictConfig | None) -> list[Any]:
 
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
     """DataModule (set up, so the label vocabulary is known), Classifier and Trainer."""
+    if cfg.model.get("cache_frozen") and cfg.trainer.get("reload_dataloaders_every_n_epochs"):
+        raise ConfigError(
+            "model.cache_frozen=true keeps each row's frozen-layer output for the whole run, "
+            "but trainer.reload_dataloaders_every_n_epochs="
+            f"{cfg.trainer.reload_dataloaders_every_n_epochs} rebuilds the rows between "
+            "epochs: set one of them off."
+        )
     datamodule = create(cfg.data)
     if datamodule.task != cfg.loss.task:
         raise ConfigError(

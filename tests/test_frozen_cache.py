@@ -78,3 +78,16 @@ def test_cache_with_trainable_bottom_is_a_config_error(tmp_path, policy):
                 )
             )
         )
+
+
+def test_cache_with_rows_rebuilt_between_epochs_is_a_config_error(tmp_path):
+    overrides = tiny_overrides(
+        tmp_path,
+        *INTENT_DATA,
+        "freeze=top2",
+        "model.cache_frozen=true",
+        "+trainer.reload_dataloaders_every_n_epochs=1",
+    )
+    with pytest.raises(ConfigError, match="reload_dataloaders_every_n_epochs=1 rebuilds"):
+        train(compose(overrides))
+    assert not (tmp_path / "checkpoints").exists()
