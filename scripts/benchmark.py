@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py [--modes full,top2,inference] [--epochs 3] [--threads N]
                                 [--train-rows N] [--test-rows N] [--out docs/benchmarks.md]
+                                [--device cuda] [--shape bert-base] [--compile]
 
 Same model (the packaged all-MiniLM-L6-v2), same rows, batch size, max length, epochs,
 learning rate and torch threads for every contender. Each contender runs in its own
@@ -15,6 +16,11 @@ own. Modes:
 - inference: csft's batch predict (length-sorted batches, dynamic padding) vs
   `transformers.pipeline("text-classification", batch_size=32)` on one exported model (the
   packaged MiniLM with a fresh 77-way head), plus single-request latency p50 / p95.
+
+`--device cuda` runs every contender on the first GPU in bf16 (csft `bf16-mixed`, the
+Trainer `bf16=True`, inference in bf16 weights). `--shape bert-base` swaps the weights for a
+randomly initialised model of bert-base's shape (12 layers, 768 wide), the same for every
+contender. `--compile` turns on csft's `model.compile` (torch.compile, dynamic shapes).
 
 Prints a Markdown table per mode with ratios (timings are reported, never asserted) and
 writes it to --out.
@@ -47,6 +53,15 @@ MODES: dict[str, tuple[str, ...]] = {
     "inference": ("csft_predict", "pipeline"),
 }
 TOP_LAYERS = 2  # layers that train in the top2 mode
+SHAPES: dict[str, dict[str, int]] = {
+    "minilm": {},  # the packaged pretrained weights
+    "bert-base": {  # bert-base-uncased's shape on MiniLM's vocabulary, random weights
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+    },
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,8 +166,12 @@ def csft_classifier(args: argparse.Namespace, dm: Any, top2: bool, cache: bool) 
     from csft.pretrained import packaged_minilm_dir
 
     freeze = FreezePolicy("top2", TOP_LAYERS, False) if top2 else FreezePolicy("none", None, True)
+    overrides = SHAPES[args.shape]
     return Classifier(
         packaged_minilm_dir(),
+        random_init=bool(overrides),
+        config_overrides=overrides,
+        compile=args.compile,
         num_labels=dm.num_labels,
         id2label=dm.id2label,
         pooling="mean",
@@ -183,9 +202,11 @@ def run_csft(args: argparse.Namespace, name: str) -> dict[str, Any]:
         def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
             epochs.append(time.perf_counter() - self.start)
 
+    cuda = args.device == "cuda"
     trainer = pl.Trainer(
         max_epochs=args.epochs,
-        accelerator="cpu",
+        accelerator="gpu" if cuda else "cpu",
+        precision="bf16-mixed" if cuda else "32-true",
         devices=1,
         logger=False,
         enable_checkpointing=False,
@@ -227,6 +248,7 @@ def run_hf(args: argparse.Namespace, name: str) -> dict[str, Any]:
     import numpy as np
     import transformers
     from transformers import (
+        AutoConfig,
         AutoModelForSequenceClassification,
         AutoTokenizer,
         DataCollatorWithPadding,
@@ -253,12 +275,16 @@ def run_hf(args: argparse.Namespace, name: str) -> dict[str, Any]:
 
     train_set, test_set = dataset("train"), dataset("test")
     transformers.set_seed(args.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir,
-        num_labels=len(label2id),
-        id2label={i: n for n, i in label2id.items()},
-        label2id=label2id,
-    )
+    labels = {
+        "num_labels": len(label2id),
+        "id2label": {i: n for n, i in label2id.items()},
+        "label2id": label2id,
+    }
+    if SHAPES[args.shape]:
+        config = AutoConfig.from_pretrained(model_dir, **SHAPES[args.shape], **labels)
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, **labels)
     if name == "hf_top2":
         base = model.base_model
         base.embeddings.requires_grad_(False)
@@ -289,7 +315,8 @@ def run_hf(args: argparse.Namespace, name: str) -> dict[str, Any]:
             logging_strategy="no",
             disable_tqdm=True,
             dataloader_num_workers=0,
-            use_cpu=True,
+            use_cpu=args.device == "cpu",
+            bf16=args.device == "cuda",
             seed=args.seed,
             max_grad_norm=1.0,
         )
@@ -362,22 +389,24 @@ def run_csft_predict(args: argparse.Namespace, name: str) -> dict[str, Any]:
 
     model_dir = Path(args.workdir) / "export"
     model = load_exported(model_dir)
+    if args.device == "cuda":
+        model = model.to("cuda", dtype=torch.bfloat16)
     dm = datamodule(args, str(model_dir), eval_batch_size=args.batch_size)
     check_same_rows(args, dm)
     examples = dm.examples["test"]
     remap = torch.tensor([model.config.label2id[n] for n in dm.vocab.names])
     collate = dm.collator()
+    inputs = ("input_ids", "attention_mask", "token_type_ids")
+
+    def on_device(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: batch[k].to(args.device, non_blocking=True) for k in inputs}
 
     @torch.inference_mode()
     def predict(rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
         preds, index = [], []
         for batch in dm.loader(rows):
-            logits = model(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                token_type_ids=batch["token_type_ids"],
-            ).logits
-            preds.append(logits.argmax(-1))
+            logits = model(**on_device(batch)).logits
+            preds.append(logits.argmax(-1).cpu())
             index.append(batch["index"])
         order = torch.argsort(torch.cat(index))
         return torch.cat(preds)[order], order
@@ -386,13 +415,8 @@ def run_csft_predict(args: argparse.Namespace, name: str) -> dict[str, Any]:
     def predict_one(text: str) -> int:
         row = encode([Example(text=text)], dm.tokenizer, dm.encoding)[0]
         row["index"] = 0
-        batch = collate([row])
-        logits = model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            token_type_ids=batch["token_type_ids"],
-        ).logits
-        return int(logits.argmax(-1))
+        logits = model(**on_device(collate([row]))).logits
+        return int(logits.argmax(-1))  # waits for the GPU
 
     predict(dm.encode_split(examples[: args.batch_size]))  # warm-up, untimed
     progress(f"{name}: predict {len(examples)} rows")
@@ -412,6 +436,7 @@ def run_csft_predict(args: argparse.Namespace, name: str) -> dict[str, Any]:
 
 
 def run_pipeline(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    import torch
     from transformers import pipeline
 
     model_dir = Path(args.workdir) / "export"
@@ -423,7 +448,8 @@ def run_pipeline(args: argparse.Namespace, name: str) -> dict[str, Any]:
         model=str(model_dir),
         tokenizer=str(model_dir),
         trust_remote_code=True,
-        device="cpu",
+        device=args.device,
+        dtype=torch.bfloat16 if args.device == "cuda" else torch.float32,
     )
     options = {"truncation": True, "max_length": args.max_length}
 
@@ -468,6 +494,8 @@ def worker_main(args: argparse.Namespace) -> int:
         threads=torch.get_num_threads(),
         peak_rss_mib=peak_rss_mib(),
     )
+    if args.device == "cuda":
+        result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     summary = ", ".join(
         f"{k} {result[k]:.3g}"
         for k in ("samples_per_s", "rows_per_s", "test_acc", "peak_rss_mib")
@@ -559,6 +587,11 @@ def worker_command(args: argparse.Namespace, name: str, work: Path) -> list[str]
         str(args.lr),
         "--latency-requests",
         str(args.latency_requests),
+        "--device",
+        args.device,
+        "--shape",
+        args.shape,
+        *(["--compile"] if args.compile else []),
     ]
 
 
@@ -703,12 +736,23 @@ def report(
     versions = ", ".join(
         f"{p} {version(p)}" for p in ("torch", "transformers", "pytorch-lightning", "csft")
     )
+    model = (
+        "packaged all-MiniLM-L6-v2"
+        if not SHAPES[args.shape]
+        else f"randomly initialised {args.shape} shape ({SHAPES[args.shape]})"
+    )
+    device = "CPU, fp32"
+    if args.device == "cuda":
+        import torch
+
+        device = f"{torch.cuda.get_device_name(0)}, bf16"
     header = [
         "# Benchmarks: csft vs a Hugging Face Trainer script",
         "",
         f"`{command.strip()}` — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
-        f"- Banking77, packaged all-MiniLM-L6-v2; {sizes['train']} train rows read, csft holds "
+        f"- Banking77, {model}{', torch.compile' if args.compile else ''}; on {device}; "
+        f"{sizes['train']} train rows read, csft holds "
         f"out 10 % for validation and every contender trains on the same remaining rows; "
         f"{sizes['test']} test rows; {sizes['labels']} labels.",
         f"- batch size {args.batch_size}, max length {args.max_length}, lr {args.lr:g} "
@@ -723,7 +767,8 @@ def report(
     ]
     setups = [
         f"- `{name}`: {r['trainable_params']:,} trainable parameters, {r['optimizer']}, "
-        f"{r['attention']} attention, {r['threads']} thread(s)."
+        f"{r['attention']} attention, {r['threads']} thread(s)"
+        + (f", peak GPU memory {r['peak_gpu_mib']:,.0f} MiB." if "peak_gpu_mib" in r else ".")
         for name, r in results.items()
         if "optimizer" in r
     ]
@@ -768,6 +813,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--train-rows", type=int, help="a seeded sample of the train rows")
     parser.add_argument("--test-rows", type=int, help="a seeded sample of the test rows")
     parser.add_argument("--latency-requests", type=int, default=200)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--shape",
+        choices=sorted(SHAPES),
+        default="minilm",
+        help="minilm: the packaged weights; bert-base: random weights of bert-base's shape",
+    )
+    parser.add_argument("--compile", action="store_true", help="csft's model.compile=true")
     parser.add_argument(
         "--data-dir",
         default=os.environ.get("CSFT_DATA_DIR", str(ROOT.parent / "shared" / "data")),
@@ -785,6 +838,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--modes: expected some of {','.join(MODES)}, got {sorted(unknown)}")
     if args.epochs < 1 or args.threads < 1 or args.latency_requests < 1:
         parser.error("--epochs, --threads and --latency-requests must be at least 1")
+    if args.device == "cuda" and not args.worker:
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: torch sees no GPU on this machine")
     return args
 
 

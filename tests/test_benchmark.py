@@ -11,7 +11,8 @@ import sys
 import pytest
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow  # 9 subprocesses that each import torch: ~3 minutes on 2 cores
+sys.path.insert(0, str(ROOT / "scripts"))
+import benchmark
 
 CONTENDERS = (
     "csft",
@@ -49,6 +50,7 @@ def table_rows(markdown: str) -> dict[str, dict[str, str]]:
     return rows
 
 
+@pytest.mark.slow  # 9 subprocesses that each import torch: ~3 minutes on 2 cores
 def test_benchmark_runs_every_contender_and_writes_the_table(tmp_path, data_dir):
     pytest.importorskip("accelerate", reason="the Hugging Face Trainer needs accelerate")
     out = tmp_path / "bench.md"
@@ -86,3 +88,33 @@ def test_benchmark_runs_every_contender_and_writes_the_table(tmp_path, data_dir)
     assert rows["pipeline"]["rows/s vs pipeline"] == "1.00×"
     assert rows["csft"]["samples/s vs hf"].endswith("×")
     assert rows["csft_predict"]["rows/s vs pipeline"].endswith("×")
+
+
+def test_gpu_and_shape_options_reach_every_worker(tmp_path):
+    args = benchmark.parse_args(["--shape", "bert-base", "--compile", "--epochs", "2"])
+    command = benchmark.worker_command(args, "hf", tmp_path)
+    assert command[command.index("--shape") + 1] == "bert-base"
+    assert command[command.index("--device") + 1] == "cpu"
+    assert "--compile" in command
+    worker = benchmark.parse_args(command[2:])
+    assert (worker.worker, worker.shape, worker.compile, worker.epochs) == (
+        "hf",
+        "bert-base",
+        True,
+        2,
+    )
+
+
+def test_the_bert_base_shape_is_a_random_bert_base():
+    from types import SimpleNamespace
+
+    labels = SimpleNamespace(num_labels=3, id2label={0: "a", 1: "b", 2: "c"})
+    args = benchmark.parse_args(["--shape", "bert-base"])
+    model = benchmark.csft_classifier(args, labels, top2=False, cache=False)
+    config = model.encoder.config
+    assert (config.num_hidden_layers, config.hidden_size, config.intermediate_size) == (
+        12,
+        768,
+        3072,
+    )
+    assert 105e6 < sum(p.numel() for p in model.encoder.parameters()) < 112e6  # bert-base: 110M
