@@ -134,7 +134,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     epochs = trainer.current_epoch if not trainer.fast_dev_run else 1
     results |= {
         "fit_seconds": round(fit_seconds, 1),
-        "train_samples_per_second": round(len(datamodule.rows["train"]) * epochs / fit_seconds, 1),
+        "train_samples": model.samples_trained,
+        "train_samples_per_second": round(model.samples_trained / fit_seconds, 1),
         "epochs": epochs,
         "trainable_params": trainable,
         "total_params": total,

@@ -112,6 +112,16 @@ def test_same_seed_same_metrics(tmp_path, intent_run):
         assert again[key] == pytest.approx(first[key], abs=1e-6), key
 
 
+def test_samples_per_second_counts_the_rows_trained_when_a_run_is_cut_short(tmp_path):
+    cut = ("data.batch_size=6", "trainer.max_epochs=3", "trainer.limit_train_batches=2")
+    _, results = run(tmp_path, *INTENT_FIXTURE, *cut)
+    # 3 epochs of 2 batches of 6, not 3 epochs of the whole train split (18 rows)
+    assert results["train_samples"] == 3 * 2 * 6
+    assert results["train_samples_per_second"] == pytest.approx(
+        36 / results["fit_seconds"], rel=0.25
+    )
+
+
 def test_regression_with_mse_reports_regression_metrics(tmp_path):
     _, results = run(
         tmp_path,

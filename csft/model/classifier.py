@@ -80,6 +80,7 @@ class Classifier(pl.LightningModule):
         self.head = ClassificationHead(self.encoder.config.hidden_size, num_labels, dropout)
         self.frozen = freeze.apply(self.encoder)
         self.feature_cache: FrozenFeatureCache | None = None
+        self.samples_trained = 0  # all ranks together; for samples/s however the run is cut
         if cache_frozen:
             if freeze.trainable_layers is None or freeze.train_embeddings:
                 raise ConfigError(
@@ -189,6 +190,7 @@ class Classifier(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
+        self.samples_trained += len(batch["input_ids"]) * getattr(self._trainer, "world_size", 1)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"training loss became {loss.item()} at step {self.global_step} (epoch "
