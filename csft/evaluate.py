@@ -47,15 +47,14 @@ def load_exported(model_dir: Path) -> Any:
 
 @torch.no_grad()
 def predict_split(model: Any, loader: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(outputs, labels, row index) for every batch of a loader, in row order."""
+    """(outputs, labels, row index) for every batch of a loader, in row order, on the CPU
+    (the model may sit on a GPU)."""
+    device = next(model.parameters()).device
+    inputs = ("input_ids", "attention_mask", "token_type_ids")
     outputs, labels, index = [], [], []
     for batch in loader:
-        logits = model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            token_type_ids=batch["token_type_ids"],
-        ).logits
-        outputs.append(logits.float())
+        logits = model(**{k: batch[k].to(device, non_blocking=True) for k in inputs}).logits
+        outputs.append(logits.float().cpu())
         labels.append(batch["labels"])
         index.append(batch["index"])
     order = torch.argsort(torch.cat(index))

@@ -385,7 +385,7 @@ def run_csft_predict(args: argparse.Namespace, name: str) -> dict[str, Any]:
 
     from csft.data.encoding import encode
     from csft.data.example import Example
-    from csft.evaluate import load_exported
+    from csft.evaluate import load_exported, predict_split
 
     model_dir = Path(args.workdir) / "export"
     model = load_exported(model_dir)
@@ -402,29 +402,19 @@ def run_csft_predict(args: argparse.Namespace, name: str) -> dict[str, Any]:
         return {k: batch[k].to(args.device, non_blocking=True) for k in inputs}
 
     @torch.inference_mode()
-    def predict(rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
-        preds, index = [], []
-        for batch in dm.loader(rows):
-            logits = model(**on_device(batch)).logits
-            preds.append(logits.argmax(-1).cpu())
-            index.append(batch["index"])
-        order = torch.argsort(torch.cat(index))
-        return torch.cat(preds)[order], order
-
-    @torch.inference_mode()
     def predict_one(text: str) -> int:
         row = encode([Example(text=text)], dm.tokenizer, dm.encoding)[0]
         row["index"] = 0
         logits = model(**on_device(collate([row]))).logits
         return int(logits.argmax(-1))  # waits for the GPU
 
-    predict(dm.encode_split(examples[: args.batch_size]))  # warm-up, untimed
+    predict_split(model, dm.loader(dm.encode_split(examples[: args.batch_size])))  # warm-up
     progress(f"{name}: predict {len(examples)} rows")
     start = time.perf_counter()
     rows = dm.encode_split(examples)  # tokenizing is part of predicting, as in the pipeline
-    preds, _ = predict(rows)
+    logits, labels, _ = predict_split(model, dm.loader(rows))  # what csft.evaluate runs
     seconds = time.perf_counter() - start
-    labels = remap[torch.tensor([r["label"] for r in rows])]
+    preds, labels = logits.argmax(-1), remap[labels]
     texts = [e.text for e in examples]
     return {
         "test_rows": len(examples),
