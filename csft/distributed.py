@@ -51,6 +51,15 @@ def use_job_subprocess_command() -> None:
     pl_launcher._hydra_subprocess_cmd = job_subprocess_command
 
 
+def end_process_group() -> None:
+    """Close the DDP process group once every rank got here (no-op without one)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 

@@ -4,6 +4,8 @@
 numbers). `pooling=mean` exports the same weights with a small model class
 (`modeling_csft.py`, named in `config.auto_map`; load with `trust_remote_code=True`).
 `csft.json` beside it records what evaluation needs: task, pooling and encoding settings.
+csft itself never imports that file: `csft.evaluate` loads the weights into csft's own
+class for the recorded pooling.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from csft.data.encoding import Encoding
-from csft.errors import ConfigError
+from csft.errors import ConfigError, DataError
 from csft.model import hf_modeling
 from csft.model.classifier import Classifier
 
 METADATA = "csft.json"
 REMOTE_CODE = "modeling_csft.py"
+# What evaluation and deployment read from csft.json.
+METADATA_KEYS = ("task", "pooling", "encoding")
 
 
 def export_model(
@@ -82,7 +86,15 @@ def export_model(
 
 
 def read_metadata(model_dir: str | Path) -> dict[str, Any]:
+    """csft.json; a broken one is one DataError naming it, not a JSON traceback."""
     path = Path(model_dir) / METADATA
     if not path.is_file():
         raise ConfigError(f"{model_dir}: not a csft export (no {METADATA}).")
-    return json.loads(path.read_text())
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: cannot be read (not valid JSON?): {err}") from None
+    missing = [k for k in METADATA_KEYS if not isinstance(metadata, dict) or k not in metadata]
+    if missing:
+        raise DataError(f"{path}: not csft export metadata (no {', '.join(missing)}).")
+    return metadata

@@ -14,12 +14,38 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lightning_fabric.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning import loggers
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from csft.instantiation import create
 
 log = logging.getLogger("csft.tracking")
 WANDB_TARGET = "pytorch_lightning.loggers.WandbLogger"
+WANDB_RUN_ID = "wandb_run_id"  # in the run dir: a resumed run continues the same W&B run
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's writer deletes an existing metrics.csv; this one keeps its rows and header."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+                self.metrics_keys = sorted(csv.DictReader(handle).fieldnames or [])
+
+
+class CSVLogger(loggers.CSVLogger):
+    """`pytorch_lightning.loggers.CSVLogger` that appends, so a resumed run keeps the metrics
+    its first part logged."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def wandb_has_key() -> bool:
@@ -47,8 +73,11 @@ def job_identity() -> dict[str, Any]:
     return identity
 
 
-def make_loggers(group: DictConfig | None, run_config: DictConfig) -> list[Any]:
-    """Instantiate every logger of the `logger` group; W&B gets offline mode, group and tags."""
+def make_loggers(
+    group: DictConfig | None, run_config: DictConfig, resuming: bool = False
+) -> list[Any]:
+    """Instantiate every logger of the `logger` group; W&B gets offline mode, group and tags,
+    and a resumed run the W&B run id its first part had."""
     loggers = []
     for item in (group or {}).values():
         if not item or "_target_" not in item:
@@ -63,10 +92,16 @@ def make_loggers(group: DictConfig | None, run_config: DictConfig) -> list[Any]:
             for key in ("group", "name"):
                 if item.get(key) is None and key in identity:
                     extra[key] = identity[key]
+            id_file = Path(item.save_dir) / WANDB_RUN_ID
+            if resuming and item.get("id") is None and id_file.is_file():
+                extra |= {"id": id_file.read_text().strip(), "resume": "allow"}
         logger = create(item, **extra)
         if item._target_ == WANDB_TARGET:  # the whole resolved config, not just the model's
             config = OmegaConf.to_container(run_config, resolve=True)
             logger.experiment.config.update(config, allow_val_change=True)
+            run_id = getattr(logger.experiment, "id", None)
+            if isinstance(run_id, str):  # rank 0 only has a real run
+                (Path(item.save_dir) / WANDB_RUN_ID).write_text(run_id)
         loggers.append(logger)
     return loggers
 

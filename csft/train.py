@@ -21,12 +21,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from csft.distributed import isolated_job, use_job_subprocess_command
+from csft.checks import check_config
+from csft.distributed import end_process_group, isolated_job, use_job_subprocess_command
 from csft.errors import ConfigError, CsftError
 from csft.evaluate import evaluate
 from csft.export import export_model
 from csft.instantiation import create
 from csft.resolvers import register_resolvers
+from csft.resume import RunInterrupted, check_checkpoint, resume_arguments
 from csft.tracking import finish_wandb, log_evaluation, make_loggers, report_wandb_location
 
 log = logging.getLogger("csft.train")
@@ -95,40 +97,48 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, 
     trainer = instantiate(
         cfg.trainer,
         callbacks=instantiate_dict(cfg.get("callbacks")),
-        logger=make_loggers(cfg.get("logger"), cfg) or False,
+        logger=make_loggers(cfg.get("logger"), cfg, resuming=bool(cfg.get("ckpt_path"))) or False,
     )
     return datamodule, model, trainer
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test the best checkpoint, export it; return the final metrics."""
+    """Fit (or resume), restore the best weights, validate and test them, export them.
+
+    Every reported metric comes from the best checkpoint: `val/*` and `test/*` alike.
+    """
+    check_config(cfg)  # before any work: a mistyped number stops here, naming its key
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
+    resume_from = check_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     datamodule, model, trainer = build(cfg)
     log.info("%s", datamodule.describe())
     trainable, total = model.hparams.trainable_params, model.hparams.total_params
     log.info(
         "freeze=%s: %s of %s parameters train", cfg.freeze.name, f"{trainable:,}", f"{total:,}"
     )
+    if resume_from:
+        log.info("resuming from %s", resume_from)
 
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     fit_seconds = time.perf_counter() - start
     if trainer.interrupted:
         raise KeyboardInterrupt
-    # Last epoch's validation metrics; testing replaces trainer.callback_metrics.
-    results: dict[str, Any] = {
-        key: value for key, value in trainer.callback_metrics.items() if key.startswith("val/")
-    }
     checkpoint = trainer.checkpoint_callback
     best = getattr(checkpoint, "best_model_path", "") or None
-    if datamodule.files.get("test") or datamodule.examples.get("test"):
-        tested = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-        results.update(tested[0] if tested else {})
-    elif best:  # no test split: still export the best weights, not the last
-        model.load_state_dict(torch.load(best, weights_only=False)["state_dict"])
+    if best:  # fast_dev_run saves none: then the weights are the last ones
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        model.load_state_dict(state)
+    results: dict[str, Any] = {}
+    for split, measure in (("val", trainer.validate), ("test", trainer.test)):
+        if not datamodule.rows.get(split):
+            log.info("no %s split (data.%s_file is not set): nothing to measure", split, split)
+            continue
+        measured = measure(model, datamodule=datamodule, verbose=False)
+        results.update(measured[0] if measured else {})
     if datamodule.task == "regression" and datamodule.rows.get("test"):
         results |= mean_baseline(datamodule)
     epochs = trainer.current_epoch if not trainer.fast_dev_run else 1
@@ -142,8 +152,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": best,
         "best_score": getattr(checkpoint, "best_model_score", None),
     }
+    if resume_from:
+        results["resumed_from"] = str(resume_from)  # fit_seconds and samples: this part only
     results = {key: _number(value) for key, value in results.items()}
-    if not trainer.is_global_zero:  # DDP: rank 0 alone writes the run's files
+    # DDP: from here on one process works on whole splits. Close the group first, so the
+    # export's evaluation neither shards the test split nor waits on ranks that have left.
+    is_global_zero = trainer.is_global_zero
+    end_process_group()
+    if not is_global_zero:  # rank 0 alone writes the run's files
         return results
     if cfg.get("export"):
         model_dir = export_model(
@@ -202,11 +218,12 @@ def record_failure(output_dir: Path, err: BaseException) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Entry point; returns the optimized metric so sweepers (Optuna) can use it.
+def run(cfg: DictConfig) -> float | None:
+    """The Hydra job; returns the optimized metric so sweepers (Optuna) can use it.
 
     A single run stops on a user error with one line (exit status 2). In a multirun a
     failing job is recorded (failed.json, the log) and returns NaN, so the sweep goes on.
+    A run stopped by a signal saves last.ckpt and exits 128 + the signal's number.
     """
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +232,10 @@ def main(cfg: DictConfig) -> float | None:
         with isolated_job():
             results = train(cfg)
         failed = False
+    except RunInterrupted as stop:
+        log.warning("%s", stop)
+        print(f"csft: {stop}", file=sys.stderr)
+        sys.exit(stop.exit_code)
     except Exception as err:
         if in_multirun():
             record_failure(output_dir, err)
@@ -226,8 +247,21 @@ def main(cfg: DictConfig) -> float | None:
         raise
     finally:
         finish_wandb(failed)
-    score = results.get("best_score", results.get(cfg.optimized_metric))
+    score = results.get("best_score")
+    if score is None:  # no checkpoint was chosen (fast_dev_run): the metric itself
+        score = results.get(cfg.optimized_metric)
     return float("nan") if score is None else float(score)
+
+
+def main() -> float | None:
+    """`python -m csft.train` / `csft-train`: `resume=<run dir>` becomes the run's own
+    overrides before Hydra composes anything."""
+    try:
+        sys.argv[1:] = resume_arguments(sys.argv[1:])
+    except CsftError as err:
+        print(f"csft: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return run()
 
 
 if __name__ == "__main__":

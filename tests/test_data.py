@@ -58,6 +58,22 @@ def test_context_and_response_columns(tmp_path):
     assert isinstance(examples[0].label, float)
 
 
+def test_tsv_takes_quotes_literally_one_example_per_line(tmp_path):
+    # CSV quote processing would let the unmatched '"' swallow the lines after it.
+    messages = ['"where is my card', "it was sent a week ago", 'he said "soon"', "thanks"]
+    path = tmp_path / "t.tsv"
+    path.write_text("text\tlabel\n" + "".join(f"{m}\tx{i}\n" for i, m in enumerate(messages)))
+    examples = read_examples(path, text_column="text", label_column="label")
+    assert [(e.text, e.label) for e in examples] == [(m, f"x{i}") for i, m in enumerate(messages)]
+
+
+def test_jsonl_line_without_the_label_names_file_and_line(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n{"text": "b"}\n')
+    with pytest.raises(DataError, match=r"t\.jsonl, line 2: column 'label' has no label"):
+        read_examples(path, text_column="text", label_column="label")
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(DataError, match=r"nope\.csv: data file not found"):
         read_examples(tmp_path / "nope.csv", text_column="text", label_column="label")

@@ -198,6 +198,27 @@ def test_bad_dialogues_name_file_and_line(tmp_path, turns, message):
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize("label", [{}, {"label": None}], ids=["no key", "null"])
+def test_dialogue_without_a_label_names_file_and_line_unless_unlabelled(tmp_path, label):
+    good = {"id": "a", "turns": [{"speaker": "customer", "text": "hi"}], "label": "x"}
+    path = write_lines(
+        tmp_path, good, {"id": "b", "turns": [{"speaker": "customer", "text": "yo"}]} | label
+    )
+    with pytest.raises(DataError, match=r"d\.jsonl, line 2: no 'label'"):
+        read_dialogues(path)
+    assert [e.label for e in read_dialogues(path, labelled=False)] == ["x", None]
+
+
+def test_training_on_a_dialogue_without_a_label_stops_naming_file_and_line(tmp_path):
+    rows = [json.loads(line) for line in (FIXTURES / "dialogues.jsonl").read_text().splitlines()]
+    del rows[2]["label"]
+    path = write_lines(tmp_path, *rows)
+    cfg = compose(tiny_overrides(tmp_path / "run", "data=dialogues", f"data.train_file={path}"))
+    with pytest.raises(DataError, match=r"d\.jsonl, line 3: no 'label'") as err:
+        train(cfg)
+    assert str(path) in str(err.value)
+
+
 def byte_level_tokenizer(tmp_path):
     """A second fast tokenizer family (RoBERTa-style BPE with <s> … </s></s> … </s>)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers

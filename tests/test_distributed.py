@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import INTENT_FIXTURE, ROOT, compose, tiny_overrides
+from conftest import FIXTURES, INTENT_FIXTURE, ROOT, compose, tiny_overrides
 
 from csft.data.samplers import LengthBucketBatchSampler
 
@@ -22,8 +22,16 @@ DDP_RUN = [
     "callbacks.lr_monitor=null",
     "optim.optimizer.lr=3e-3",
     "optim.optimizer.fused=false",
-    "report=false",
+    "data.eval_batch_size=2",  # 5 test rows on 2 ranks: a last global batch of 1 row
 ]
+
+
+@pytest.fixture()
+def five_test_rows(tmp_path):
+    lines = (FIXTURES / "intents_test.csv").read_text().splitlines()
+    path = tmp_path / "five.csv"
+    path.write_text("\n".join(lines[:6]) + "\n")
+    return f"data.test_file={path}"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -54,11 +62,19 @@ def test_a_short_last_global_batch_still_feeds_every_rank():
     assert all(len(s) == 1 and len(s[0]) >= 1 for s in shards)
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
+def test_two_gloo_processes_match_one_process(tmp_path, five_test_rows):
+    """With the defaults (report=true): the run finishes, exports and scores its export."""
     one = tmp_path / "one"
     two = tmp_path / "two"
-    cli(*DDP_RUN, "data.batch_size=6", f"hydra.run.dir={one}")
-    cli(*DDP_RUN, "trainer=ddp", "trainer.devices=2", "data.batch_size=3", f"hydra.run.dir={two}")
+    cli(*DDP_RUN, five_test_rows, "data.batch_size=6", f"hydra.run.dir={one}")
+    cli(
+        *DDP_RUN,
+        five_test_rows,
+        "trainer=ddp",
+        "trainer.devices=2",
+        "data.batch_size=3",
+        f"hydra.run.dir={two}",
+    )
     single = json.loads((one / "metrics.json").read_text())
     double = json.loads((two / "metrics.json").read_text())
     # Same global batches, same init, no dropout: only float summation order differs
@@ -67,6 +83,35 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         assert double[key] == pytest.approx(single[key], rel=0.02), key
     assert double["test/acc"] == pytest.approx(single["test/acc"], abs=0.17)  # ≤ 1 of 6 rows
     assert (two / "train_rank1.log").is_file()  # rank 1 ran the same job, in the same dir
+    # The synced DDP test metrics count each of the 5 rows once: they equal the one-process
+    # evaluation of the exported (same, best) weights on the whole split.
+    evaluated = json.loads((two / "evaluation" / "metrics.json").read_text())
+    assert evaluated["rows"] == 5
+    for key in ("test/acc", "test/f1_macro"):
+        assert double[key] == pytest.approx(evaluated[key], abs=1e-6), key
+
+
+@pytest.mark.parametrize("world", range(1, 9))
+def test_evaluation_batches_deal_every_row_to_exactly_one_rank(world):
+    for size in range(1, 201):
+        lengths = [(7 * i) % 23 + 1 for i in range(size)]
+        for batch_size in (1, 3, 128):
+            seen = [
+                row
+                for rank in range(world)
+                for batch in LengthBucketBatchSampler(
+                    lengths, batch_size, shuffle=False, num_replicas=world, rank=rank
+                )
+                for row in batch
+            ]
+            assert sorted(seen) == list(range(size)), (size, world, batch_size)
+            sizes = [
+                len(
+                    LengthBucketBatchSampler(lengths, batch_size, False, num_replicas=world, rank=r)
+                )
+                for r in range(world)
+            ]
+            assert max(sizes) - min(sizes) <= 1
 
 
 def test_ddp_under_multirun_runs_each_job_once(tmp_path):

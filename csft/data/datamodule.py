@@ -113,6 +113,7 @@ class DialogueDataModule(pl.LightningDataModule):
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.vocab: LabelVocab | None = None
         self._tokenizer: Any = None
+        self._resume_position: tuple[int, int] | None = None
 
     # -- reading ---------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -169,6 +170,8 @@ class DialogueDataModule(pl.LightningDataModule):
 
     def encode_split(self, examples: Sequence[Example]) -> list[dict[str, Any]]:
         """Token ids with the label index (or float target) and the row's position."""
+        if not examples:  # a split the data config does not have (no test file)
+            return []
         encoded = encode_cached(examples, self.tokenizer, self.encoding, self.cache_dir)
         for i, (row, example) in enumerate(zip(encoded, examples, strict=True)):
             row["index"] = i
@@ -199,18 +202,35 @@ class DialogueDataModule(pl.LightningDataModule):
         dtype = torch.long if self.task == CLASSIFICATION else torch.float32
         return PadCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of, dtype)
 
-    def loader(self, rows: list[dict[str, Any]], train: bool = False) -> DataLoader:
-        """Length-bucketed batches; under DDP this rank's share of each global batch."""
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    def loader(
+        self, rows: list[dict[str, Any]], train: bool = False, shard: bool = True
+    ) -> DataLoader:
+        """Length-bucketed batches; under DDP (and `shard`) this rank's share of the rows.
+
+        `shard=False` gives one process every row: what the evaluation of an export needs,
+        whatever process group a run still has open.
+        """
+        distributed = shard and torch.distributed.is_available()
+        distributed = distributed and torch.distributed.is_initialized()
+        world = torch.distributed.get_world_size() if distributed else 1
+        if not train and 0 < len(rows) < world:
+            raise ConfigError(
+                f"an evaluation split has {len(rows)} rows, fewer than the {world} DDP "
+                f"processes (trainer.devices x trainer.num_nodes): each needs at least one row."
+            )
         sampler = LengthBucketBatchSampler(
             [len(r["input_ids"]) for r in rows],
             self.batch_size if train else self.eval_batch_size,
             shuffle=train,
             seed=self.seed,
             pool_batches=self.pool_batches,
-            num_replicas=torch.distributed.get_world_size() if distributed else 1,
+            num_replicas=world,
             rank=torch.distributed.get_rank() if distributed else 0,
+            # trainer.overfit_batches (debug=overfit): the same few batches again and again
+            reshuffle=not getattr(getattr(self, "trainer", None), "overfit_batches", 0),
         )
+        if train and self._resume_position is not None:
+            sampler.resume(*self._resume_position)
         return DataLoader(
             rows,
             batch_sampler=sampler,
@@ -229,6 +249,21 @@ class DialogueDataModule(pl.LightningDataModule):
         if not self.rows["test"]:
             raise ConfigError("data.test_file is not set: there is no test split to evaluate.")
         return self.loader(self.rows["test"])
+
+    # -- resuming --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands in its epoch, saved in every checkpoint: a resumed run skips
+        the batches of that epoch it already trained on (the order is a function of the
+        seed and the epoch, so the rest of the epoch is the same as without the stop)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": trainer.current_epoch, "batches_trained": done}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "epoch" in state_dict:
+            self._resume_position = (state_dict["epoch"], state_dict["batches_trained"])
 
     def describe(self) -> str:
         sizes = ", ".join(f"{s} {len(self.examples.get(s, []))}" for s in SPLITS)

@@ -28,8 +28,14 @@ def read_dialogues(
     speaker_markers: Mapping[str, str] | None = None,
     label_key: str = "label",
     response_key: str = "response",
+    *,
+    labelled: bool = True,
 ) -> list[Example]:
-    """Examples from a dialogue JSONL file; every error names the file and line."""
+    """Examples from a dialogue JSONL file; every error names the file and line.
+
+    Every line needs a label unless `labelled=False` (prediction input): a missing label
+    would otherwise become a class of its own.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: data file not found.")
@@ -55,15 +61,16 @@ def read_dialogues(
                 last_customer = i
         if last_customer is None:
             raise DataError(f"{where}: the dialogue has no customer turn.")
+        label = row.get(label_key)
+        if label is None and labelled:
+            raise DataError(f"{where}: no {label_key!r}; every training dialogue needs a label.")
         response = row.get(response_key)
         examples.append(
             Example(
                 text=marked[last_customer],
                 context=tuple(marked[:last_customer]),
                 response=None if response is None else _text(response, where, response_key),
-                label=_label(row.get(label_key), where, label_key, task)
-                if label_key in row
-                else None,
+                label=None if label is None else _label(label, where, label_key, task),
                 source=where,
             )
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Iterator
@@ -36,9 +37,16 @@ def read_rows(path: str | Path) -> tuple[list[dict[str, Any]], str]:
         return list(_read_jsonl(path)), "line"
     try:
         if kind == "csv":
-            sep = "\t" if path.suffix.lower() == ".tsv" else ","
+            tsv = path.suffix.lower() == ".tsv"
             # Everything as text: "123" stays a string and an empty cell stays "", not NaN.
-            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+            # TSV has no quoting: a message opening with '"' must not swallow the next lines.
+            frame = pd.read_csv(
+                path,
+                sep="\t" if tsv else ",",
+                quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL,
+                dtype=str,
+                keep_default_na=False,
+            )
         else:
             frame = pd.read_parquet(path)
     except (ValueError, OSError, pd.errors.ParserError) as err:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 
 from csft.data.example import CLASSIFICATION, REGRESSION, TASKS
 from csft.errors import ConfigError, CsftError
@@ -40,7 +40,7 @@ class Classifier(pl.LightningModule):
         task: str = CLASSIFICATION,
         pooling: str = "mean",
         dropout: float = 0.1,
-        freeze: FreezePolicy | None = None,
+        freeze: FreezePolicy | Mapping[str, Any] | None = None,
         label_smoothing: float = 0.0,
         class_weights: Sequence[float] | None = None,
         optimizer: OptimizerFactory | None = None,
@@ -63,6 +63,8 @@ class Classifier(pl.LightningModule):
             raise ConfigError(f"a classification head needs at least 2 classes, got {num_labels}.")
         if task == REGRESSION:
             num_labels = 1
+        if isinstance(freeze, Mapping):  # as saved in a checkpoint's hyperparameters
+            freeze = FreezePolicy(**freeze)
         freeze = freeze or FreezePolicy()
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "freeze"])
         self.hparams["freeze"] = asdict(freeze)
@@ -79,6 +81,7 @@ class Classifier(pl.LightningModule):
         )
         self.head = ClassificationHead(self.encoder.config.hidden_size, num_labels, dropout)
         self.frozen = freeze.apply(self.encoder)
+        self.train()  # frozen parts in eval mode from the start (see `train`)
         self.feature_cache: FrozenFeatureCache | None = None
         self.samples_trained = 0  # all ranks together; for samples/s however the run is cut
         if cache_frozen:
@@ -107,14 +110,28 @@ class Classifier(pl.LightningModule):
         for stage in ("train", "val", "test"):
             metrics = MetricCollection(task_metrics(task, num_labels), compute_groups=False)
             setattr(self, f"{stage}_metrics", metrics)
+        # The evaluation loss as a torchmetric: under DDP it sums float row weights across
+        # ranks. Lightning's own mean of a logged value divides integer row counts by the world
+        # size (truncating), wrong when ranks hold different numbers of rows, as they do when
+        # every row is evaluated exactly once.
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
 
     # -- forward ---------------------------------------------------------------------------
     def train(self, mode: bool = True) -> Classifier:
-        """Frozen modules stay in eval mode (no dropout), whatever Lightning switches."""
+        """Frozen modules stay in eval mode (no dropout), whatever mode the rest is put in.
+
+        Lightning >= 2.2 never calls `.train()` during fit: it records each submodule's own
+        mode before validation and restores it afterwards. So the modes set here, at
+        construction and again at `on_train_start`, are what every training batch runs with.
+        """
         super().train(mode)
         for module in self.frozen:
             module.eval()
         return self
+
+    def on_train_start(self) -> None:
+        self.train()  # also after a user's `.eval()` or a checkpoint load before `fit`
 
     def forward(
         self,
@@ -164,16 +181,12 @@ class Classifier(pl.LightningModule):
         loss = self.loss(outputs, batch["labels"])
         self.update_metrics(getattr(self, f"{stage}_metrics"), outputs.detach(), batch["labels"])
         size = len(batch["labels"])
-        on_step = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            batch_size=size,
-            prog_bar=True,
-            sync_dist=stage != "train",
-        )
+        if stage == "train":
+            self.log(
+                "train/loss", loss, on_step=True, on_epoch=True, batch_size=size, prog_bar=True
+            )
+        else:
+            getattr(self, f"{stage}_loss").update(loss.detach(), weight=size)
         return loss
 
     def update_metrics(
@@ -206,9 +219,15 @@ class Classifier(pl.LightningModule):
         self._step(batch, "test")
 
     def _log_epoch(self, stage: str) -> None:
-        values = {f"{stage}/{k}": v for k, v in getattr(self, f"{stage}_metrics").compute().items()}
-        self.log_dict(values, prog_bar=stage == "val", sync_dist=stage != "train")
-        getattr(self, f"{stage}_metrics").reset()
+        """Epoch metrics; torchmetrics has already gathered them from every DDP rank."""
+        metrics = getattr(self, f"{stage}_metrics")
+        values = {f"{stage}/{k}": v for k, v in metrics.compute().items()}
+        metrics.reset()
+        if stage != "train":
+            loss = getattr(self, f"{stage}_loss")
+            values = {f"{stage}/loss": loss.compute(), **values}
+            loss.reset()
+        self.log_dict(values, prog_bar=stage == "val")
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

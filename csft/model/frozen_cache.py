@@ -59,6 +59,7 @@ class FrozenFeatureCache:
         split = len(layers) - trainable_layers
         self.dtype = dtype
         self.bottom = _view(encoder, layers[:split], encoder.embeddings, None)
+        self.bottom.eval()  # all of it is frozen: no dropout in what is stored
         self.inputs = _CachedStates()
         self.top = _view(encoder, layers[split:], self.inputs, getattr(encoder, "pooler", None))
         self.store: dict[tuple[str, int], torch.Tensor] = {}

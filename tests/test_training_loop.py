@@ -1,0 +1,162 @@
+"""What a real `Trainer.fit` does to the model and the data, seen from inside the loop.
+
+Each test runs `csft.train.train` on a composed config with every default in place and a
+`recording.BatchRecorder` callback that writes what each training batch looked like.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import INTENT_FIXTURE, compose, tiny_overrides
+from recording import read
+
+from csft.train import train
+
+FIT = [*INTENT_FIXTURE, "data.batch_size=4", "optim.optimizer.lr=1e-3"]
+
+
+def recorded_run(tmp_path, *overrides):
+    log = tmp_path / "batches.jsonl"
+    cfg = compose(
+        tiny_overrides(
+            tmp_path,
+            *FIT,
+            "+callbacks.record._target_=recording.BatchRecorder",
+            f"+callbacks.record.path={log}",
+            *overrides,
+        )
+    )
+    return train(cfg), read(log)
+
+
+def epochs_of(batches):
+    by_epoch: dict[int, list[list[int]]] = {}
+    for batch in batches:
+        by_epoch.setdefault(batch["epoch"], []).append(batch["rows"])
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def test_every_epoch_trains_on_a_new_order_of_all_rows(tmp_path):
+    _, batches = recorded_run(tmp_path, "freeze=top2", "trainer.max_epochs=3")
+    epochs = epochs_of(batches)
+    assert len(epochs) == 3
+    for epoch in epochs:  # 18 train rows, each once per epoch
+        assert sorted(row for batch in epoch for row in batch) == list(range(18))
+    assert epochs[0] != epochs[1] and epochs[1] != epochs[2] and epochs[0] != epochs[2]
+
+
+def test_same_seed_same_batch_orders(tmp_path):
+    _, first = recorded_run(tmp_path / "a", "trainer.max_epochs=2")
+    _, second = recorded_run(tmp_path / "b", "trainer.max_epochs=2")
+    assert epochs_of(first) == epochs_of(second)
+
+
+def test_debug_overfit_repeats_the_same_batches(tmp_path):
+    _, batches = recorded_run(tmp_path, "debug=overfit", "trainer.max_epochs=3")
+    epochs = epochs_of(batches)
+    assert len(epochs) == 3 and len(epochs[0]) == 3
+    assert epochs[0] == epochs[1] == epochs[2]
+
+
+@pytest.mark.parametrize("policy", ["embeddings", "top2", "head", "none"])
+def test_frozen_parts_run_in_eval_mode_at_every_training_batch(tmp_path, policy):
+    _, batches = recorded_run(tmp_path, f"freeze={policy}", "trainer.max_epochs=2")
+    assert {b["epoch"] for b in batches} == {0, 1}
+    for batch in batches:
+        assert batch["frozen_in_train_mode"] == 0, batch
+        assert batch["trainable_in_eval_mode"] == 0, batch
+    assert (batches[0]["frozen_modules"] > 0) == (policy != "none")
+    assert batches[0]["trainable_modules"] > 0  # the head (and its dropout) at least
+
+
+def test_frozen_layer_cache_trains_like_the_uncached_model(tmp_path):
+    """Same seed, top2 with and without the cache: the same loss at every batch of two
+    epochs, up to the cache's fp16 storage (dropout on, as by default)."""
+    runs = {}
+    for cache in (False, True):
+        _, batches = recorded_run(
+            tmp_path / str(cache),
+            "freeze=top2",
+            "trainer.max_epochs=2",
+            f"model.cache_frozen={cache}",
+        )
+        runs[cache] = batches
+    plain, cached = runs[False], runs[True]
+    assert [b["rows"] for b in plain] == [b["rows"] for b in cached]
+    losses = torch.tensor([[a["loss"], b["loss"]] for a, b in zip(plain, cached, strict=True)])
+    assert torch.allclose(losses[:, 0], losses[:, 1], rtol=2e-3, atol=2e-3), losses
+
+
+def test_cached_features_are_the_eval_mode_features(tiny_bert_dir):
+    """A batch through the cache (filled during training mode) gives the logits of the
+    plain forward: the stored bottom states carry no dropout noise."""
+    from csft.model.classifier import Classifier
+    from csft.model.freezing import FreezePolicy
+
+    torch.manual_seed(0)
+    model = Classifier(
+        str(tiny_bert_dir),
+        num_labels=3,
+        freeze=FreezePolicy("top2", trainable_layers=2, train_embeddings=False),
+        cache_frozen=True,
+    )
+    ids = torch.randint(1000, 2000, (4, 12))
+    mask = torch.ones_like(ids)
+    index = torch.arange(4)
+    model.train()
+    model(ids, mask, None, index=index, split="train")  # fills the cache in training mode
+    model.eval()  # compare without the top layers' own dropout
+    cached = model(ids, mask, None, index=index, split="train")
+    plain = model(ids, mask, None)
+    assert torch.allclose(cached, plain, atol=1e-2), (cached - plain).abs().max()
+
+
+def test_metrics_json_reports_the_best_checkpoint_for_val_and_test(tmp_path):
+    """val/* and test/* come from the same (best) weights: val/acc equals the best score."""
+    results, _ = recorded_run(tmp_path, "trainer.max_epochs=4", "optim.optimizer.lr=3e-3")
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["val/acc"] == pytest.approx(saved["best_score"], abs=1e-6)
+    assert saved["best_checkpoint"].endswith(".ckpt") and "last" not in saved["best_checkpoint"]
+    assert saved == json.loads(json.dumps(results))
+
+
+def test_a_run_without_a_test_file_trains_and_exports_the_best_checkpoint(tmp_path):
+    from transformers import pipeline
+
+    results, _ = recorded_run(tmp_path, "data.test_file=null", "trainer.max_epochs=2")
+    assert not any(key.startswith("test/") for key in results)
+    assert "val/acc" in results and results["best_checkpoint"]
+    classify = pipeline(
+        "text-classification", model=str(tmp_path / "model"), trust_remote_code=True
+    )
+    assert classify("I lost my card")[0]["label"] in {"card_lost", "refund", "transfer"}
+    best = torch.load(results["best_checkpoint"], weights_only=False)["state_dict"]
+    from safetensors.torch import load_file
+
+    exported = load_file(tmp_path / "model" / "model.safetensors")
+    assert torch.equal(exported["classifier.weight"], best["head.classifier.weight"])
+
+
+def test_any_checkpoint_loads_back_with_load_from_checkpoint(tmp_path):
+    """The Lightning convention: `Classifier.load_from_checkpoint(path)` gives the model that
+    was saved (same logits), for every checkpoint a default run writes."""
+    from csft.model.classifier import Classifier
+
+    recorded_run(tmp_path, "freeze=top2", "trainer.max_epochs=2")
+    checkpoints = sorted((tmp_path / "checkpoints").glob("*.ckpt"))
+    names = {p.name for p in checkpoints}
+    assert "last.ckpt" in names and any(name.startswith("epoch") for name in names), names
+    ids = torch.randint(1000, 2000, (3, 10))
+    mask = torch.ones_like(ids)
+    for path in checkpoints:
+        state = torch.load(path, weights_only=False)["state_dict"]
+        loaded = Classifier.load_from_checkpoint(path).eval()
+        reference = Classifier.load_from_checkpoint(path).eval()
+        reference.load_state_dict(state)
+        assert loaded.hparams.freeze["name"] == "top2"
+        assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+        with torch.no_grad():
+            assert torch.equal(loaded(ids, mask, None), reference(ids, mask, None))
