@@ -129,6 +129,7 @@ RULES: dict[str, Rule] = {
     "trainer.log_every_n_steps": integer(0),
     "trainer.devices": DEVICES,
     "trainer.num_nodes": integer(1),
+    "callbacks.last_checkpoint.every_n_train_steps": NULL | integer(1),
 }
 
 

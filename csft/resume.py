@@ -1,6 +1,6 @@
 """Stopping a run safely and continuing it: `python -m csft.train resume=<run dir>`.
 
-A run saves `checkpoints/last.ckpt` at every epoch end, every
+A run saves `checkpoints/last.ckpt` (`LastCheckpoint`) at every epoch end, every
 `callbacks.last_checkpoint.every_n_train_steps` steps, and when it is told to stop (SIGTERM:
 preemption, SLURM's signal before the time limit; or Ctrl+C). The checkpoint holds what
 continuing needs: weights, optimizer, scheduler, epoch and step (Lightning), the position in
@@ -117,23 +117,69 @@ class RandomState(pl.Callback):
         self._restore = None
 
 
-class StopOnSignal(pl.Callback):
-    """SIGTERM or Ctrl+C during fit: finish the batch, save last.ckpt, stop with the command
-    that resumes. A second Ctrl+C stops at once, without saving."""
+class LastCheckpoint(pl.Callback):
+    """Keeps checkpoints/last.ckpt, the point a resumed run continues from: written at every
+    epoch end (after its validation), every `every_n_train_steps` optimizer steps, and when
+    the process is told to stop.
+
+    SIGTERM or Ctrl+C during fit: finish the batch, save, stop with the command that
+    resumes (exit status 128 + the signal's number). A second Ctrl+C stops at once.
+    The file is written under a temporary name and renamed: a kill while writing leaves the
+    previous last.ckpt whole.
+    """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self, dirpath: str | Path, run_dir: str | Path) -> None:
-        self.dirpath = Path(dirpath)
+    def __init__(
+        self, dirpath: str | Path, run_dir: str | Path, every_n_train_steps: int | None = None
+    ) -> None:
+        self.path = Path(dirpath) / LAST
         self.run_dir = Path(run_dir)
+        self.every_n_train_steps = every_n_train_steps
+        self._saved_step = -1
         self._received: int | None = None
         self._previous: dict[int, Any] = {}
 
+    def save(self, trainer: pl.Trainer) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        partial = self.path.with_name(self.path.name + ".partial")
+        trainer.save_checkpoint(partial)  # every rank takes part; rank 0 writes
+        if trainer.is_global_zero:
+            partial.replace(self.path)
+        self._saved_step = trainer.global_step
+
+    # -- when --------------------------------------------------------------------------------
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        received = self._received is not None
+        if trainer.world_size > 1:  # every rank stops at the same batch
+            received = trainer.strategy.reduce_boolean_decision(received, all=False)
+        if received:
+            self.save(trainer)
+            self._stop(trainer)
+        step, every = trainer.global_step, self.every_n_train_steps
+        if every and step % every == 0 and step != self._saved_step:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save(trainer)
+
+    # -- signals -----------------------------------------------------------------------------
     def _note(self, signum: int, frame: Any) -> None:
         if self._received == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self._received = signum
         log.warning("%s received: stopping after this batch", signal.Signals(signum).name)
+
+    def _stop(self, trainer: pl.Trainer) -> None:
+        self._restore_handlers()
+        signum = self._received or signal.SIGTERM
+        raise RunInterrupted(
+            f"{signal.Signals(signum).name} received: stopped at epoch {trainer.current_epoch}, "
+            f"step {trainer.global_step}; saved {self.path}. Resume with: "
+            f"{resume_command(self.run_dir)}",
+            signum,
+        )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._received = None
@@ -144,23 +190,6 @@ class StopOnSignal(pl.Callback):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
-
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        received = self._received is not None
-        if trainer.world_size > 1:  # every rank stops at the same batch
-            received = trainer.strategy.reduce_boolean_decision(received, all=False)
-        if not received:
-            return
-        path = self.dirpath / LAST
-        trainer.save_checkpoint(path)
-        self._restore_handlers()
-        signum = self._received or signal.SIGTERM
-        raise RunInterrupted(
-            f"{signal.Signals(signum).name} received: stopped at epoch {trainer.current_epoch}, "
-            f"step {trainer.global_step}; saved {path}. Resume with: "
-            f"{resume_command(self.run_dir)}",
-            signum,
-        )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_handlers()

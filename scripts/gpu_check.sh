@@ -58,7 +58,8 @@ run() {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     python3 -c "import torch, transformers, pytorch_lightning as pl; \
 print('torch', torch.__version__, 'transformers', transformers.__version__, 'pl', pl.__version__)"
-    local common=(model.name_or_path="$PWD/$KIT/minilm" logger=csv report=false export=false
+    # Defaults otherwise: export and the report on the exported model run, also under DDP.
+    local common=(model.name_or_path="$PWD/$KIT/minilm" logger=csv
         trainer.enable_progress_bar=false trainer.max_epochs=3 paths.output_dir="$OUT/runs")
     echo "== 1. core job, bf16 (trainer=gpu)"
     /usr/bin/time -f "wall %e s" python3 -m csft.train trainer=gpu "${common[@]}" \

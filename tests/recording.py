@@ -18,8 +18,9 @@ import pytorch_lightning as pl
 class BatchRecorder(pl.Callback):
     """Appends one JSON line per training batch to `path`: epoch, rows, module modes, loss."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, watch: str | None = None) -> None:
         self.path = Path(path)
+        self.watch = Path(watch) if watch else None  # a file whose existence is recorded too
 
     def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
         frozen = {id(m) for f in module.frozen for m in f.modules()}
@@ -32,6 +33,8 @@ class BatchRecorder(pl.Callback):
             "frozen_modules": len(frozen),
             "trainable_in_eval_mode": sum(not m.training for m in rest),
             "trainable_modules": len(rest),
+            "step": trainer.global_step,
+            "watched_file_exists": bool(self.watch and self.watch.is_file()),
         }
 
     def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, *args: Any) -> None:

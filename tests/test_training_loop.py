@@ -72,48 +72,6 @@ def test_frozen_parts_run_in_eval_mode_at_every_training_batch(tmp_path, policy)
     assert batches[0]["trainable_modules"] > 0  # the head (and its dropout) at least
 
 
-def test_frozen_layer_cache_trains_like_the_uncached_model(tmp_path):
-    """Same seed, top2 with and without the cache: the same loss at every batch of two
-    epochs, up to the cache's fp16 storage (dropout on, as by default)."""
-    runs = {}
-    for cache in (False, True):
-        _, batches = recorded_run(
-            tmp_path / str(cache),
-            "freeze=top2",
-            "trainer.max_epochs=2",
-            f"model.cache_frozen={cache}",
-        )
-        runs[cache] = batches
-    plain, cached = runs[False], runs[True]
-    assert [b["rows"] for b in plain] == [b["rows"] for b in cached]
-    losses = torch.tensor([[a["loss"], b["loss"]] for a, b in zip(plain, cached, strict=True)])
-    assert torch.allclose(losses[:, 0], losses[:, 1], rtol=2e-3, atol=2e-3), losses
-
-
-def test_cached_features_are_the_eval_mode_features(tiny_bert_dir):
-    """A batch through the cache (filled during training mode) gives the logits of the
-    plain forward: the stored bottom states carry no dropout noise."""
-    from csft.model.classifier import Classifier
-    from csft.model.freezing import FreezePolicy
-
-    torch.manual_seed(0)
-    model = Classifier(
-        str(tiny_bert_dir),
-        num_labels=3,
-        freeze=FreezePolicy("top2", trainable_layers=2, train_embeddings=False),
-        cache_frozen=True,
-    )
-    ids = torch.randint(1000, 2000, (4, 12))
-    mask = torch.ones_like(ids)
-    index = torch.arange(4)
-    model.train()
-    model(ids, mask, None, index=index, split="train")  # fills the cache in training mode
-    model.eval()  # compare without the top layers' own dropout
-    cached = model(ids, mask, None, index=index, split="train")
-    plain = model(ids, mask, None)
-    assert torch.allclose(cached, plain, atol=1e-2), (cached - plain).abs().max()
-
-
 def test_metrics_json_reports_the_best_checkpoint_for_val_and_test(tmp_path):
     """val/* and test/* come from the same (best) weights: val/acc equals the best score."""
     results, _ = recorded_run(tmp_path, "trainer.max_epochs=4", "optim.optimizer.lr=3e-3")
