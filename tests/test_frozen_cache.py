@@ -95,27 +95,11 @@ def test_frozen_layer_cache_trains_like_the_uncached_model(tmp_path):
     assert [b["rows"] for b in plain] == [b["rows"] for b in cached]
     losses = torch.tensor([[a["loss"], b["loss"]] for a, b in zip(plain, cached, strict=True)])
     assert torch.allclose(losses[:, 0], losses[:, 1], rtol=2e-3, atol=2e-3), losses
-
-
-def test_cached_features_are_the_eval_mode_features(tiny_bert_dir):
-    """A batch through the cache (filled during training mode) gives the logits of the
-    plain forward: the stored bottom states carry no dropout noise."""
-    from csft.model.classifier import Classifier
-    from csft.model.freezing import FreezePolicy
-
-    torch.manual_seed(0)
-    model = Classifier(
-        str(tiny_bert_dir),
-        num_labels=3,
-        freeze=FreezePolicy("top2", trainable_layers=2, train_embeddings=False),
-        cache_frozen=True,
-    )
+    # ... and end as the same model: the same logits on the same batch.
     ids = torch.randint(1000, 2000, (4, 12))
-    mask = torch.ones_like(ids)
-    index = torch.arange(4)
-    model.train()
-    model(ids, mask, None, index=index, split="train")  # fills the cache in training mode
-    model.eval()  # compare without the top layers' own dropout
-    cached = model(ids, mask, None, index=index, split="train")
-    plain = model(ids, mask, None)
-    assert torch.allclose(cached, plain, atol=1e-2), (cached - plain).abs().max()
+    logits = []
+    for cache in (False, True):
+        model = Classifier.load_from_checkpoint(tmp_path / str(cache) / "checkpoints" / "last.ckpt")
+        with torch.no_grad():
+            logits.append(model.eval()(ids, torch.ones_like(ids), None))
+    assert torch.allclose(logits[0], logits[1], atol=5e-3), (logits[0] - logits[1]).abs().max()

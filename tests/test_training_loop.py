@@ -73,12 +73,23 @@ def test_frozen_parts_run_in_eval_mode_at_every_training_batch(tmp_path, policy)
 
 
 def test_metrics_json_reports_the_best_checkpoint_for_val_and_test(tmp_path):
-    """val/* and test/* come from the same (best) weights: val/acc equals the best score."""
-    results, _ = recorded_run(tmp_path, "trainer.max_epochs=4", "optim.optimizer.lr=3e-3")
+    """val/* and test/* come from the same (best) weights, not val/* from the last epoch."""
+    import csv
+
+    results, _ = recorded_run(tmp_path, "trainer.max_epochs=6", "optim.optimizer.lr=1e-2")
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["val/acc"] == pytest.approx(saved["best_score"], abs=1e-6)
-    assert saved["best_checkpoint"].endswith(".ckpt") and "last" not in saved["best_checkpoint"]
     assert saved == json.loads(json.dumps(results))
+    with (tmp_path / "csv" / "metrics.csv").open() as handle:
+        per_epoch = {
+            int(row["epoch"]): float(row["val/loss"])
+            for row in csv.DictReader(handle)
+            if row["val/loss"]
+        }
+    best_epoch = int(saved["best_checkpoint"].rsplit("epoch", 1)[1][:2])
+    assert best_epoch < 5, "this seed must pick an earlier epoch than the last for the test to bite"
+    assert saved["val/loss"] == pytest.approx(per_epoch[best_epoch], abs=1e-5)
+    assert saved["val/loss"] != pytest.approx(per_epoch[5], abs=1e-5)
+    assert saved["val/acc"] == pytest.approx(saved["best_score"], abs=1e-6)
 
 
 def test_a_run_without_a_test_file_trains_and_exports_the_best_checkpoint(tmp_path):
