@@ -247,9 +247,15 @@ def run(cfg: DictConfig) -> float | None:
         raise
     finally:
         finish_wandb(failed)
+    return sweep_score(results, cfg.optimized_metric)
+
+
+def sweep_score(results: dict[str, Any], metric: str) -> float:
+    """What a sweeper optimizes: the best checkpoint's score, else (no checkpoint was kept,
+    as under fast_dev_run) the metric itself; NaN when neither exists."""
     score = results.get("best_score")
-    if score is None:  # no checkpoint was chosen (fast_dev_run): the metric itself
-        score = results.get(cfg.optimized_metric)
+    if score is None:
+        score = results.get(metric)
     return float("nan") if score is None else float(score)
 
 

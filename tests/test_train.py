@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from conftest import FIXTURES, INTENT_FIXTURE, ROOT, compose, tiny_overrides
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from csft.errors import ConfigError
-from csft.train import class_weights, train
+from csft.train import class_weights, sweep_score, train
 
 INTENT_DATA = [
     *INTENT_FIXTURE,
@@ -238,3 +239,9 @@ def test_cli_model_bert_offline_fails_at_once_with_the_fix(tmp_path):
     errors = [line for line in done.stderr.splitlines() if line.startswith("csft: error:")]
     assert len(errors) == 1 and "model=minilm" in errors[0]
     assert "Traceback" not in done.stderr and "Retrying" not in done.stderr
+
+
+def test_sweep_score_falls_back_to_the_metric_without_a_best_checkpoint():
+    assert sweep_score({"best_score": 0.9, "val/acc": 0.8}, "val/acc") == 0.9
+    assert sweep_score({"best_score": None, "val/acc": 0.8}, "val/acc") == 0.8
+    assert math.isnan(sweep_score({"best_score": None}, "val/acc"))
