@@ -61,9 +61,24 @@ def test_debug_overfit_repeats_the_same_batches(tmp_path):
     assert epochs[0] == epochs[1] == epochs[2]
 
 
+@pytest.mark.parametrize("loaded", ["random", "pretrained"])
 @pytest.mark.parametrize("policy", ["embeddings", "top2", "head", "none"])
-def test_frozen_parts_run_in_eval_mode_at_every_training_batch(tmp_path, policy):
-    _, batches = recorded_run(tmp_path, f"freeze={policy}", "trainer.max_epochs=2")
+def test_frozen_parts_run_in_eval_mode_at_every_training_batch(
+    tmp_path, tiny_bert_dir, policy, loaded
+):
+    """Frozen parts without dropout, trainable parts with it, at every batch of a real fit.
+
+    Both ways a model is built matter: `from_config` (model=tiny) returns modules in train
+    mode, `from_pretrained` (model=minilm, model=bert: what users run) in eval mode.
+    """
+    source = []
+    if loaded == "pretrained":
+        source = [
+            f"model.name_or_path={tiny_bert_dir}",
+            "model.random_init=false",
+            "model.config_overrides=null",
+        ]
+    _, batches = recorded_run(tmp_path, *source, f"freeze={policy}", "trainer.max_epochs=2")
     assert {b["epoch"] for b in batches} == {0, 1}
     for batch in batches:
         assert batch["frozen_in_train_mode"] == 0, batch
