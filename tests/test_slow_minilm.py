@@ -98,7 +98,6 @@ def test_minilm_scores_dstc9_replies_better_than_the_mean(tmp_path, data_dir):
                 "trainer.max_epochs=1",
                 "trainer.limit_train_batches=80",
                 "trainer.limit_val_batches=5",
-                "report=false",
                 "trainer.enable_progress_bar=false",
                 "data.with_answer=true",
                 f"paths.output_dir={tmp_path}",
@@ -106,3 +105,7 @@ def test_minilm_scores_dstc9_replies_better_than_the_mean(tmp_path, data_dir):
         )
     )
     assert results["test/pearson"] > 0.1, results
+    # The default report: the exported regression model scored on the whole test split agrees
+    # with the Trainer's test pass on the same (best) weights.
+    evaluated = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    assert evaluated["test/mse"] == pytest.approx(results["test/mse"], rel=1e-3)
