@@ -69,7 +69,7 @@ def resume_arguments(args: list[str]) -> list[str]:
     overrides = run_dir / ".hydra" / "overrides.yaml"
     if not overrides.is_file():
         raise ConfigError(f"resume={run_dir}: not a csft run directory (no {overrides}).")
-    checkpoint = check_checkpoint(run_dir / "checkpoints" / LAST)
+    checkpoint = run_dir / "checkpoints" / LAST  # train() checks it, naming the file
     saved = yaml.safe_load(overrides.read_text()) or []
     saved = [o for o in saved if not o.startswith(("ckpt_path=", "resume="))]
     rest = [a for a in args if not a.startswith("resume=")]

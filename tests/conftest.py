@@ -91,3 +91,16 @@ def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
         "callbacks.lr_monitor=null",
         *extra,
     ]
+
+
+def assert_same_logits(model, exported, tokenizer) -> None:
+    """An exported model (any loader) gives the trained Classifier's logits on two messages."""
+    import torch
+
+    batch = tokenizer(
+        ["my card is lost", "refund please, it has been a week"], padding=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        expected = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        got = exported(**batch).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)

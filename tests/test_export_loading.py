@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import INTENT_FIXTURE, ROOT
+from conftest import INTENT_FIXTURE, ROOT, assert_same_logits
 
 ID2LABEL = {0: "card_lost", 1: "refund", 2: "transfer"}
 EVAL_DATA = [o for o in INTENT_FIXTURE if not o.startswith("data.val_fraction")]
@@ -79,13 +79,7 @@ def test_load_exported_uses_csfts_own_class_and_reproduces_the_model(exports, to
     }[pooling]
     assert type(loaded) is expected_class
     assert not loaded.training
-    batch = tokenizer(
-        ["my card is lost", "refund please, it has been a week"], padding=True, return_tensors="pt"
-    )
-    with torch.no_grad():
-        expected = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        got = loaded(**batch).logits
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert_same_logits(model, loaded, tokenizer)
 
 
 def test_evaluate_never_runs_the_code_an_export_brings(exports, tmp_path):

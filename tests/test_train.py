@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import FIXTURES, INTENT_FIXTURE, ROOT, compose, tiny_overrides
+from conftest import FIXTURES, INTENT_FIXTURE, ROOT, assert_same_logits, compose, tiny_overrides
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from csft.errors import ConfigError
@@ -93,13 +93,7 @@ def test_export_reproduces_the_trained_model_outputs(tmp_path, tokenizer, poolin
     ).eval()
     if pooling == "cls":  # a plain transformers class, no custom code needed
         assert type(exported).__name__ == "BertForSequenceClassification"
-    batch = tokenizer(
-        ["my card is lost", "refund please, it has been a week"], padding=True, return_tensors="pt"
-    )
-    with torch.no_grad():
-        expected = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        got = exported(**batch).logits
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert_same_logits(model, exported, tokenizer)
     classify = pipeline(
         "text-classification", model=str(tmp_path / "model"), trust_remote_code=pooling == "mean"
     )
