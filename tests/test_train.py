@@ -239,3 +239,13 @@ def test_sweep_score_falls_back_to_the_metric_without_a_best_checkpoint():
     assert sweep_score({"best_score": 0.9, "val/acc": 0.8}, "val/acc") == 0.9
     assert sweep_score({"best_score": None, "val/acc": 0.8}, "val/acc") == 0.8
     assert math.isnan(sweep_score({"best_score": None}, "val/acc"))
+
+
+def test_bf16_mixed_precision_trains_with_the_default_fused_adam_and_clipping(tmp_path):
+    """trainer=gpu's precision with optim's fused Adam and the trainer's clipping (found on the
+    H200: Lightning refuses to clip for a fused optimizer under AMP). bf16-mixed runs on CPU too."""
+    cfg, results = run(
+        tmp_path, *INTENT_DATA, "trainer.max_epochs=1", "trainer.precision=bf16-mixed"
+    )
+    assert cfg.trainer.gradient_clip_val > 0 and cfg.optim.optimizer.fused
+    assert math.isfinite(results["test/loss"])

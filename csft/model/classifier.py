@@ -9,6 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.plugins.precision import MixedPrecision
 from torchmetrics import MeanMetric, MetricCollection
 
 from csft.data.example import CLASSIFICATION, REGRESSION, TASKS
@@ -22,6 +23,10 @@ from csft.pretrained import load_encoder
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+def _mixed_precision_clips(trainer: pl.Trainer) -> bool:
+    return isinstance(trainer.precision_plugin, MixedPrecision) and bool(trainer.gradient_clip_val)
 
 
 class NonFiniteLossError(CsftError, FloatingPointError):
@@ -248,6 +253,10 @@ class Classifier(pl.LightningModule):
         if not groups:
             raise ConfigError("the freeze policy leaves no trainable parameters.")
         optimizer = self.optimizer_factory(groups)
+        if optimizer.defaults.get("fused") and _mixed_precision_clips(self.trainer):
+            # Lightning unscales mixed-precision gradients before clipping them, which a fused
+            # optimizer (it unscales inside step()) refuses: fall back to the foreach kernels.
+            optimizer = self.optimizer_factory(groups, fused=False)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(
