@@ -113,10 +113,10 @@ def wandb_loggers(loggers: list[Any]) -> list[Any]:
 
 
 def log_evaluation(loggers: list[Any], evaluation_dir: Path) -> None:
-    """Send the test confusion matrix and the per-class report to W&B."""
-    import wandb
-
+    """Send the test confusion matrix and the per-class report to W&B (if a W&B logger runs)."""
     for logger in wandb_loggers(loggers):
+        import wandb  # only here: a run with other loggers works where wandb is not installed
+
         run = logger.experiment
         image = evaluation_dir / "confusion_matrix.png"
         if image.is_file():

@@ -241,11 +241,14 @@ def test_sweep_score_falls_back_to_the_metric_without_a_best_checkpoint():
     assert math.isnan(sweep_score({"best_score": None}, "val/acc"))
 
 
-def test_bf16_mixed_precision_trains_with_the_default_fused_adam_and_clipping(tmp_path):
-    """trainer=gpu's precision with optim's fused Adam and the trainer's clipping (found on the
-    H200: Lightning refuses to clip for a fused optimizer under AMP). bf16-mixed runs on CPU too."""
+def test_gpu_check_run_bf16_fused_adam_clipping_and_csv_logger_without_wandb(tmp_path, monkeypatch):
+    """What scripts/gpu_check.sh runs on the H200, which found both: Lightning refuses to clip
+    gradients for a fused optimizer under AMP (bf16-mixed runs on CPU too), and the report
+    imported wandb, which that machine lacks, although only the CSV logger ran."""
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
     cfg, results = run(
-        tmp_path, *INTENT_DATA, "trainer.max_epochs=1", "trainer.precision=bf16-mixed"
+        tmp_path, *INTENT_DATA, "trainer.max_epochs=1", "trainer.precision=bf16-mixed", "logger=csv"
     )
-    assert cfg.trainer.gradient_clip_val > 0 and cfg.optim.optimizer.fused
+    assert cfg.trainer.gradient_clip_val > 0 and cfg.optim.optimizer.fused and cfg.report
     assert math.isfinite(results["test/loss"])
+    assert (tmp_path / "evaluation" / "metrics.json").is_file()
