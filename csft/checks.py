@@ -109,7 +109,7 @@ RULES: dict[str, Rule] = {
     "data.num_workers": integer(0),
     "model.dropout": number(ge=0, lt=1),
     "freeze.trainable_layers": NULL | integer(0),
-    "optim.optimizer.lr": number(gt=0),
+    "optim.lr": number(gt=0),
     "optim.head_lr": NULL | number(gt=0),
     "optim.weight_decay": number(ge=0),
     "optim.scheduler.warmup_ratio": number(ge=0, lt=1),

@@ -17,10 +17,11 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from csft.console import quiet_libraries
 from csft.data.example import CLASSIFICATION
 from csft.errors import ConfigError, CsftError, DataError
 from csft.export import METADATA, read_metadata
-from csft.instantiation import create
+from csft.instantiation import instantiate_unwrapping_errors
 from csft.model.hf_modeling import CsftBertForSequenceClassification
 from csft.model.metrics import task_metrics
 from csft.resolvers import register_resolvers
@@ -211,10 +212,11 @@ def evaluate(model_dir: Path, datamodule: Any, split: str, out_dir: Path) -> dic
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> dict[str, Any]:
+    quiet_libraries()
     try:
         model_dir = resolve_model_dir(cfg.run_dir)
         metadata = read_metadata(model_dir)
-        datamodule = create(
+        datamodule = instantiate_unwrapping_errors(
             cfg.data, tokenizer=str(model_dir), task=metadata["task"], **metadata["encoding"]
         )
         out_dir = Path(cfg.paths.output_dir)

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from csft.errors import CsftError
 
 
-def create(node: Any, **kwargs: Any) -> Any:
+def instantiate_unwrapping_errors(node: Any, **kwargs: Any) -> Any:
     """`hydra.utils.instantiate`, but a csft error raised while building surfaces as itself
     (Hydra wraps it in InstantiationException, which would hide the one clear message)."""
     try:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning import loggers
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from csft.instantiation import create
+from csft.instantiation import instantiate_unwrapping_errors
 
 log = logging.getLogger("csft.tracking")
 WANDB_TARGET = "pytorch_lightning.loggers.WandbLogger"
@@ -95,7 +95,7 @@ def make_loggers(
             id_file = Path(item.save_dir) / WANDB_RUN_ID
             if resuming and item.get("id") is None and id_file.is_file():
                 extra |= {"id": id_file.read_text().strip(), "resume": "allow"}
-        logger = create(item, **extra)
+        logger = instantiate_unwrapping_errors(item, **extra)
         if item._target_ == WANDB_TARGET:  # the whole resolved config, not just the model's
             config = OmegaConf.to_container(run_config, resolve=True)
             logger.experiment.config.update(config, allow_val_change=True)

@@ -22,13 +22,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from csft.checks import check_config
+from csft.console import quiet_libraries, results_table
 from csft.distributed import end_process_group, isolated_job, use_job_subprocess_command
 from csft.errors import ConfigError, CsftError
 from csft.evaluate import evaluate
 from csft.export import export_model
-from csft.instantiation import create
+from csft.instantiation import instantiate_unwrapping_errors
 from csft.resolvers import register_resolvers
 from csft.resume import RunInterrupted, check_checkpoint, resume_arguments
+from csft.sweep_summary import record_failure
 from csft.tracking import finish_wandb, log_evaluation, make_loggers, report_wandb_location
 
 log = logging.getLogger("csft.train")
@@ -72,7 +74,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, 
             f"{cfg.trainer.reload_dataloaders_every_n_epochs} rebuilds the rows between "
             "epochs: set one of them off."
         )
-    datamodule = create(cfg.data)
+    datamodule = instantiate_unwrapping_errors(cfg.data)
     if datamodule.task != cfg.loss.task:
         raise ConfigError(
             f"data={cfg.data._target_.rsplit('.', 1)[-1]} is a {datamodule.task} task, but "
@@ -86,7 +88,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, 
         num_labels=datamodule.num_labels,
         id2label=datamodule.id2label,
         task=cfg.loss.task,
-        freeze=create(cfg.freeze),
+        freeze=instantiate_unwrapping_errors(cfg.freeze),
         label_smoothing=cfg.loss.label_smoothing,
         class_weights=class_weights(cfg.loss.class_weights, datamodule.class_counts()),
         optimizer=instantiate(cfg.optim.optimizer),
@@ -194,27 +196,11 @@ def _number(value: Any) -> Any:
     return value
 
 
-def results_table(results: dict[str, Any]) -> str:
-    keys = [k for k in results if k.startswith(("test/", "val/"))]
-    keys += ["fit_seconds", "train_samples_per_second", "epochs", "trainable_params"]
-    width = max(len(k) for k in keys)
-    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
-    lines += [f"{k:<{width}}  {results[k]}" for k in keys if k in results]
-    return "\n".join(lines)
-
-
 def in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def record_failure(output_dir: Path, err: BaseException) -> None:
-    """A failed sweep job leaves failed.json (read by csft.report) and its traceback in the log."""
-    log.exception("job failed: %s", err)
-    failure = {"type": type(err).__name__, "error": str(err)}
-    (output_dir / "failed.json").write_text(json.dumps(failure, indent=2))
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -225,6 +211,7 @@ def run(cfg: DictConfig) -> float | None:
     failing job is recorded (failed.json, the log) and returns NaN, so the sweep goes on.
     A run stopped by a signal saves last.ckpt and exits 128 + the signal's number.
     """
+    quiet_libraries()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     failed = True
@@ -238,6 +225,7 @@ def run(cfg: DictConfig) -> float | None:
         sys.exit(stop.exit_code)
     except Exception as err:
         if in_multirun():
+            log.exception("job failed: %s", err)
             record_failure(output_dir, err)
             return float("nan")
         if isinstance(err, CsftError):

@@ -134,10 +134,10 @@ def datamodule(
 ):
     """csft's data module on the prepared files, with all Banking77 labels in a fixed order
     (so a small --train-rows sample still has the 77-way head and knows every test label)."""
-    from csft.data.datamodule import DialogueDataModule
+    from csft.data.datamodule import FileDataModule
 
     work = Path(args.workdir)
-    dm = DialogueDataModule(
+    dm = FileDataModule(
         tokenizer=tokenizer,
         train_file=str(work / "train.csv"),
         test_file=str(work / "test.csv"),

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from csft.errors import CsftError
-from csft.report import markdown_table, reproduce_command, summarize
+from csft.sweep_summary import markdown_table, reproduce_command, summarize
 
 
 def main(argv: list[str] | None = None) -> int:

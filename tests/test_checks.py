@@ -14,10 +14,10 @@ from csft.checks import check_config
 from csft.errors import ConfigError, ModelNotAvailableError
 
 BAD = [
-    "optim.optimizer.lr=abc",
-    "optim.optimizer.lr=2e-4x",
-    "optim.optimizer.lr=0",
-    "optim.optimizer.lr=true",
+    "optim.lr=abc",
+    "optim.lr=2e-4x",
+    "optim.lr=0",
+    "optim.lr=true",
     "optim.head_lr=-0.001",
     "optim.weight_decay=-0.1",
     "optim.scheduler.warmup_ratio=1.0",
@@ -58,7 +58,7 @@ def test_a_bad_number_stops_training_before_any_work(tmp_path, monkeypatch, over
     def no_work(*args, **kwargs):
         raise AssertionError("the run started building before the config was checked")
 
-    monkeypatch.setattr(csft.train, "create", no_work)
+    monkeypatch.setattr(csft.train, "instantiate_unwrapping_errors", no_work)
     with pytest.raises(ConfigError) as err:
         csft.train.train(cfg)
     assert str(err.value).startswith(f"{key}={OmegaConf.select(cfg, key)!r}: expected ")
@@ -67,8 +67,8 @@ def test_a_bad_number_stops_training_before_any_work(tmp_path, monkeypatch, over
 
 def test_the_message_names_key_value_and_expectation():
     with pytest.raises(ConfigError) as err:
-        check_config(compose(["model=tiny", "optim.optimizer.lr=2e-4x"]))
-    assert str(err.value) == "optim.optimizer.lr='2e-4x': expected a number > 0."
+        check_config(compose(["model=tiny", "optim.lr=2e-4x"]))
+    assert str(err.value) == "optim.lr='2e-4x': expected a number > 0."
 
 
 # train() seeds and sets threads before build() checks, so these are checked directly.
@@ -81,7 +81,7 @@ def test_seed_and_threads(setting):
 @pytest.mark.parametrize(
     "overrides",
     [
-        "optim.optimizer.lr=1",
+        "optim.lr=1",
         "optim.head_lr=1e-3",
         "threads=2",
         "trainer.max_epochs=-1",
@@ -129,11 +129,11 @@ def test_cli_prints_one_error_line_and_exits_2(tmp_path):
         "-m",
         "csft.train",
         "model=tiny",
-        "optim.optimizer.lr=abc",
+        "optim.lr=abc",
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("csft: error:")]
-    assert errors == ["csft: error: optim.optimizer.lr='abc': expected a number > 0."]
+    assert errors == ["csft: error: optim.lr='abc': expected a number > 0."]
     assert "Traceback" not in done.stderr

@@ -13,7 +13,7 @@ import torch
 from conftest import FIXTURES
 
 from csft.data.collate import PadCollator
-from csft.data.datamodule import DialogueDataModule, stratified_split
+from csft.data.datamodule import FileDataModule, stratified_split
 from csft.data.encoding import Encoding, encode, encode_cached
 from csft.data.example import Example, LabelVocab
 from csft.data.readers import read_examples
@@ -140,7 +140,7 @@ def test_validation_split_is_stratified_and_seeded():
 
 def test_datamodule_rejects_a_test_label_train_never_saw(tmp_path, minilm_dir):
     test = write_csv(tmp_path / "test.csv", [{"message": "hello", "intent": "greeting"}])
-    module = DialogueDataModule(
+    module = FileDataModule(
         minilm_dir, str(INTENTS), str(test), text_column="message", label_column="intent"
     )
     with pytest.raises(DataError, match=r"test\.csv, row 1: label 'greeting' never occurs"):

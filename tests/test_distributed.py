@@ -20,7 +20,7 @@ DDP_RUN = [
     "trainer.enable_progress_bar=false",
     "trainer.accelerator=cpu",
     "callbacks.lr_monitor=null",
-    "optim.optimizer.lr=3e-3",
+    "optim.lr=3e-3",
     "optim.optimizer.fused=false",
     "data.eval_batch_size=2",  # 5 test rows on 2 ranks: a last global batch of 1 row
 ]
@@ -122,7 +122,7 @@ def test_ddp_under_multirun_runs_each_job_once(tmp_path):
         "trainer=ddp",
         "trainer.devices=2",
         "data.batch_size=3",
-        "optim.optimizer.lr=1e-3,3e-3",
+        "optim.lr=1e-3,3e-3",
         f"hydra.sweep.dir={sweep}",
     )
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())

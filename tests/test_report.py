@@ -1,4 +1,4 @@
-"""Sweep summaries (csft.report, scripts/summarize_sweep.py) and the two notebooks."""
+"""Sweep summaries (csft.sweep_summary, scripts/summarize_sweep.py) and the two notebooks."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ import pytest
 from conftest import ROOT
 
 from csft.errors import DataError
-from csft.report import collect_jobs, markdown_table, reproduce_command, summarize, swept_keys
+from csft.sweep_summary import (
+    collect_jobs,
+    markdown_table,
+    reproduce_command,
+    summarize,
+    swept_keys,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SCRIPT = ROOT / "scripts" / "summarize_sweep.py"
@@ -63,19 +69,19 @@ def sweep(tmp_path) -> Path:
     """A hand-made 2×2 sweep freeze × lr, plus job 4 failed and job 5 still running."""
     sweep = tmp_path / "multiruns" / "2026-01-01_00-00-00-000000"
     for job, (freeze, lr, score) in GRID.items():
-        overrides = [*FIXED, f"freeze={freeze}", f"optim.optimizer.lr={lr}"]
+        overrides = [*FIXED, f"freeze={freeze}", f"optim.lr={lr}"]
         write_job(sweep, job, overrides, metrics=metrics_for(score))
     write_job(
         sweep,
         4,
-        [*FIXED, "freeze=top2", "optim.optimizer.lr=1e-4"],
+        [*FIXED, "freeze=top2", "optim.lr=1e-4"],
         failed={"error": "freeze.trainable_layers=9 > 6 layers", "type": "ConfigError"},
     )
-    write_job(sweep, 5, [*FIXED, "freeze=top2", "optim.optimizer.lr=2e-4"])
+    write_job(sweep, 5, [*FIXED, "freeze=top2", "optim.lr=2e-4"])
     (sweep / "multirun.yaml").write_text(
         "hydra:\n  overrides:\n    task:\n"
         + "".join(f"    - {o}\n" for o in FIXED)
-        + "    - freeze=none,head,top2\n    - optim.optimizer.lr=1e-4,2e-4\n"
+        + "    - freeze=none,head,top2\n    - optim.lr=1e-4,2e-4\n"
     )
     return sweep
 
@@ -86,7 +92,7 @@ def test_collect_jobs_sorts_best_first_failed_and_running_last(sweep):
     assert frame["status"].tolist() == ["ok"] * 4 + ["failed", "running"]
     assert frame["best_score"].iloc[:4].tolist() == [0.93, 0.81, 0.55, 0.42]
     assert frame["best_score"].iloc[4:].isna().all()
-    assert frame["optim.optimizer.lr"].iloc[0] == pytest.approx(2e-4)  # parsed as a number
+    assert frame["optim.lr"].iloc[0] == pytest.approx(2e-4)  # parsed as a number
     assert frame["freeze"].tolist()[:2] == ["none", "none"]
     assert frame["trainer.max_epochs"].tolist() == [2] * 6
     assert {"val/acc", "test/acc", "test/f1_macro", "fit_seconds", "epochs"} <= set(frame)
@@ -94,10 +100,10 @@ def test_collect_jobs_sorts_best_first_failed_and_running_last(sweep):
     failed = frame[frame["status"] == "failed"].iloc[0]
     assert "trainable_layers=9" in failed["error"] and "ConfigError" in failed["error"]
     assert frame["error"].notna().sum() == 1
-    assert swept_keys(frame) == ["freeze", "optim.optimizer.lr"]
+    assert swept_keys(frame) == ["freeze", "optim.lr"]
     assert frame.attrs["optimized_metric"] == "val/acc" and frame.attrs["mode"] == "max"
     assert reproduce_command(frame) == (
-        "python -m csft.train model=tiny trainer.max_epochs=2 freeze=none optim.optimizer.lr=2e-4"
+        "python -m csft.train model=tiny trainer.max_epochs=2 freeze=none optim.lr=2e-4"
     )
 
 
@@ -109,7 +115,7 @@ def test_summarize_writes_markdown_csv_and_png(sweep, tmp_path):
 
     lines = paths["md"].read_text().splitlines()
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    assert header[:5] == ["job", "status", "freeze", "optim.optimizer.lr", "best_score"]
+    assert header[:5] == ["job", "status", "freeze", "optim.lr", "best_score"]
     assert header[5:] == ["test/acc", "test/f1_macro", "fit_seconds", "error"]
     rows = [line for line in lines[2:] if line.startswith("|")]
     assert len(rows) == 6
@@ -119,15 +125,15 @@ def test_summarize_writes_markdown_csv_and_png(sweep, tmp_path):
     back = pd.read_csv(paths["csv"])
     assert back["job"].tolist() == [1, 0, 3, 2, 4, 5]
     assert back["best_score"].iloc[0] == pytest.approx(0.93)
-    assert swept_keys(back) == ["freeze", "optim.optimizer.lr"]  # found without attrs
+    assert swept_keys(back) == ["freeze", "optim.lr"]  # found without attrs
     assert paths["png"].read_bytes().startswith(PNG_MAGIC)
 
 
 def test_summarize_defaults_to_the_sweep_dir_and_plots_a_single_swept_key(tmp_path):
     for job, lr in enumerate(["1e-5", "1e-4", "1e-3"]):
-        write_job(tmp_path, job, [f"optim.optimizer.lr={lr}"], metrics_for(0.5 + job / 10))
+        write_job(tmp_path, job, [f"optim.lr={lr}"], metrics_for(0.5 + job / 10))
     frame = summarize(tmp_path)
-    assert swept_keys(frame) == ["optim.optimizer.lr"]  # from the jobs: no multirun.yaml
+    assert swept_keys(frame) == ["optim.lr"]  # from the jobs: no multirun.yaml
     assert (tmp_path / "summary.png").read_bytes().startswith(PNG_MAGIC)
     assert markdown_table(frame).count("\n") == 4
 
@@ -135,22 +141,22 @@ def test_summarize_defaults_to_the_sweep_dir_and_plots_a_single_swept_key(tmp_pa
 def test_optuna_params_in_multirun_yaml_are_swept_keys(tmp_path):
     trials = [("3.1e-5", "0.12", "head"), ("2.2e-4", "0.05", "none"), ("9.7e-5", "0.2", "head")]
     for job, (lr, dropout, freeze) in enumerate(trials):
-        overrides = ["seed=1", f"optim.optimizer.lr={lr}", f"model.dropout={dropout}"]
+        overrides = ["seed=1", f"optim.lr={lr}", f"model.dropout={dropout}"]
         write_job(tmp_path, job, [*overrides, f"freeze={freeze}"], metrics_for(0.6 + job / 10))
     (tmp_path / "multirun.yaml").write_text(
         "hydra:\n  sweeper:\n    params:\n      freeze: choice(none, head)\n"
-        "      optim.optimizer.lr: tag(log, interval(1e-5, 5e-4))\n"
+        "      optim.lr: tag(log, interval(1e-5, 5e-4))\n"
         "      model.dropout: interval(0.0, 0.3)\n  overrides:\n    task:\n    - seed=1\n"
     )
     frame = summarize(tmp_path)
-    assert swept_keys(frame) == ["freeze", "optim.optimizer.lr", "model.dropout"]
+    assert swept_keys(frame) == ["freeze", "optim.lr", "model.dropout"]
     assert frame["job"].tolist() == [2, 1, 0]
     assert (tmp_path / "summary.png").read_bytes().startswith(PNG_MAGIC)
 
 
 def test_min_mode_sorts_ascending(tmp_path):
     for job, score in enumerate([0.7, 0.2, 0.5]):
-        overrides = ["loss=mse", f"optim.optimizer.lr={job + 1}e-4"]
+        overrides = ["loss=mse", f"optim.lr={job + 1}e-4"]
         write_job(tmp_path, job, overrides, metrics_for(score, "val/mse"), mode="min")
     frame = collect_jobs(tmp_path)
     assert frame["best_score"].tolist() == [0.2, 0.5, 0.7]
@@ -187,7 +193,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_prints_the_table_and_the_paths(sweep, tmp_path):
     done = cli(str(sweep), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
-    assert "| job | status | freeze | optim.optimizer.lr | best_score |" in done.stdout
+    assert "| job | status | freeze | optim.lr | best_score |" in done.stdout
     assert "python -m csft.train model=tiny" in done.stdout
     assert f"wrote {tmp_path / 'out' / 'summary.png'}" in done.stdout
 

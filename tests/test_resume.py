@@ -25,7 +25,7 @@ RUN = [
     "data.batch_size=4",
     "trainer.max_epochs=3",
     "trainer.enable_progress_bar=false",
-    "optim.optimizer.lr=1e-3",
+    "optim.lr=1e-3",
 ]
 STOP_AT = 7  # epoch 1, its third batch
 

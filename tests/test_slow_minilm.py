@@ -33,7 +33,7 @@ def test_minilm_learns_banking77_intents(tmp_path, data_dir):
             "data.val_fraction=0.1",
             "trainer.max_epochs=3",
             "trainer.enable_progress_bar=false",
-            "optim.optimizer.lr=1e-4",
+            "optim.lr=1e-4",
             "optim.head_lr=2e-3",
             f"paths.output_dir={tmp_path / 'run'}",
         ]

@@ -45,7 +45,7 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 def grid(tmp_path_factory):
     """A 2×2 grid in which one cell (freeze=top4 on the 2-layer tiny BERT) must fail."""
     sweep_dir = tmp_path_factory.mktemp("grid")
-    sweep(sweep_dir, "freeze=none,top4", "optim.optimizer.lr=1e-3,3e-3")
+    sweep(sweep_dir, "freeze=none,top4", "optim.lr=1e-3,3e-3")
     return sweep_dir
 
 
@@ -56,7 +56,7 @@ def test_grid_runs_every_combination_in_its_own_directory(grid):
         tuple(
             line
             for line in (job / ".hydra" / "overrides.yaml").read_text().splitlines()
-            if "freeze=" in line or "optim.optimizer.lr=" in line
+            if "freeze=" in line or "optim.lr=" in line
         )
         for job in jobs
     }
@@ -81,7 +81,7 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(grid):
 def test_wandb_offline_multirun_gives_each_job_its_own_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
     env["HOME"] = str(tmp_path)  # no ~/.netrc key: offline by itself
-    done = sweep(tmp_path / "sweep", "logger=wandb", "optim.optimizer.lr=1e-3,3e-3", env=env)
+    done = sweep(tmp_path / "sweep", "logger=wandb", "optim.lr=1e-3,3e-3", env=env)
     assert "wandb sync" in done.stdout
     runs = []
     for job in job_dirs(tmp_path / "sweep"):

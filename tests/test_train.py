@@ -20,7 +20,7 @@ INTENT_DATA = [
     *INTENT_FIXTURE,
     "data.batch_size=4",
     "trainer.max_epochs=3",
-    "optim.optimizer.lr=1e-3",
+    "optim.lr=1e-3",
 ]
 
 

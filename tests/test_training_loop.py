@@ -15,7 +15,7 @@ from recording import read
 
 from csft.train import train
 
-FIT = [*INTENT_FIXTURE, "data.batch_size=4", "optim.optimizer.lr=1e-3"]
+FIT = [*INTENT_FIXTURE, "data.batch_size=4", "optim.lr=1e-3"]
 
 
 def recorded_run(tmp_path, *overrides):
@@ -91,7 +91,7 @@ def test_metrics_json_reports_the_best_checkpoint_for_val_and_test(tmp_path):
     """val/* and test/* come from the same (best) weights, not val/* from the last epoch."""
     import csv
 
-    results, _ = recorded_run(tmp_path, "trainer.max_epochs=6", "optim.optimizer.lr=1e-2")
+    results, _ = recorded_run(tmp_path, "trainer.max_epochs=6", "optim.lr=1e-2")
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(results))
     with (tmp_path / "csv" / "metrics.csv").open() as handle:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from csft.data.datamodule import DialogueDataModule, stratified_split
+from csft.data.datamodule import FileDataModule, stratified_split
 from csft.data.example import Example
 from csft.data.readers import _text, read_rows
 from csft.errors import ConfigError, DataError
@@ -119,7 +119,7 @@ def build_pairs(
     return examples
 
 
-class BitextPairsDataModule(DialogueDataModule):
+class BitextPairsDataModule(FileDataModule):
     """(query, reply) → match / mismatch, on the Bitext customer-support file.
 
     `max_queries_per_intent` keeps only the first N rows of each intent (small-data runs).

@@ -46,7 +46,7 @@ def stratified_split(
     return keep, val
 
 
-class DialogueDataModule(pl.LightningDataModule):
+class FileDataModule(pl.LightningDataModule):
     """Batches of (context + text [, response]) token ids with dynamic padding.
 
     `reader="table"` reads CSV / JSONL / Parquet columns; `reader="dialogues"` reads the

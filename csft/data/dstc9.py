@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from csft.data.datamodule import DialogueDataModule
+from csft.data.datamodule import FileDataModule
 from csft.data.example import CLASSIFICATION, REGRESSION, Example
 from csft.errors import ConfigError, DataError
 
@@ -94,7 +94,7 @@ def split_instances(
     }
 
 
-class Dstc9RatingsDataModule(DialogueDataModule):
+class Dstc9RatingsDataModule(FileDataModule):
     """(FAQ question, system reply) → quality score; `binarize` turns it into good / poor."""
 
     def __init__(

@@ -20,6 +20,15 @@ from omegaconf import DictConfig, OmegaConf
 from csft.errors import DataError
 
 OK, FAILED, RUNNING = "ok", "failed", "running"
+FAILURE_RECORD = "failed.json"
+
+
+def record_failure(job_dir: Path, err: BaseException) -> None:
+    """What a failed sweep job leaves for the summary (its traceback goes to the job's log)."""
+    failure = {"type": type(err).__name__, "error": str(err)}
+    (job_dir / FAILURE_RECORD).write_text(json.dumps(failure, indent=2))
+
+
 SCORE = "best_score"
 RUN_KEYS = ("best_score", "fit_seconds", "epochs")
 METRIC_PREFIXES = ("val/", "test/")
@@ -108,7 +117,7 @@ def _job_row(job_dir: Path) -> dict[str, Any]:
     for text in overrides:
         key, value = _parse_override(text)
         row[key] = value
-    metrics, failed = job_dir / "metrics.json", job_dir / "failed.json"
+    metrics, failed = job_dir / "metrics.json", job_dir / FAILURE_RECORD
     newest_failed = failed.is_file() and (
         not metrics.is_file() or failed.stat().st_mtime >= metrics.stat().st_mtime
     )
