@@ -1,0 +1,1 @@
+"""Hydra's configs, installed as the package `csft.conf` (`pkg://csft.conf`)."""
