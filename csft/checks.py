@@ -113,7 +113,6 @@ RULES: dict[str, Rule] = {
     "optim.head_lr": NULL | number(gt=0),
     "optim.weight_decay": number(ge=0),
     "optim.scheduler.warmup_ratio": number(ge=0, lt=1),
-    "loss.label_smoothing": number(ge=0, le=1),
     "trainer.max_epochs": NULL | integer(-1),
     "trainer.max_steps": integer(-1),
     "trainer.gradient_clip_val": NULL | number(ge=0),

@@ -15,7 +15,7 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from csft.console import quiet_libraries
 from csft.data.example import CLASSIFICATION
@@ -23,7 +23,7 @@ from csft.errors import ConfigError, CsftError, DataError
 from csft.export import METADATA, read_metadata
 from csft.instantiation import instantiate_unwrapping_errors
 from csft.model.hf_modeling import CsftBertForSequenceClassification
-from csft.model.metrics import task_metrics
+from csft.model.metrics import task_metrics, update_metrics
 from csft.resolvers import register_resolvers
 
 log = logging.getLogger("csft.evaluate")
@@ -189,13 +189,7 @@ def evaluate(model_dir: Path, datamodule: Any, split: str, out_dir: Path) -> dic
     if task == CLASSIFICATION:
         labels = remap[labels]
     metrics = task_metrics(task, len(names) or 1)
-    for name, metric in metrics.items():
-        if name == "auroc":
-            metric.update(outputs.softmax(-1)[:, 1], labels)
-        elif task == CLASSIFICATION:
-            metric.update(outputs.argmax(-1), labels)
-        else:
-            metric.update(outputs.squeeze(-1), labels.float())
+    update_metrics(metrics, outputs, labels, task)
     results = {f"{split}/{k}": round(v.item(), 6) for k, v in metrics.compute().items()}
     results["rows"] = len(labels)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -210,14 +204,34 @@ def evaluate(model_dir: Path, datamodule: Any, split: str, out_dir: Path) -> dic
     return results
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def run_data_config(run_dir: Path, paths: DictConfig) -> DictConfig:
+    """The data config a training run saved (`.hydra/config.yaml`), resolved with the run's
+    own seed and this process's paths, so `csft.evaluate run_dir=<run>` scores the split the
+    run held out."""
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(
+            f"run_dir={run_dir}: no saved run config ({saved}); name the data to score "
+            f"with data=<config> (e.g. data=banking77)."
+        )
+    config = OmegaConf.load(saved)
+    if "data" not in config:
+        raise ConfigError(f"{saved}: has no data section; name the data with data=<config>.")
+    config.paths = paths
+    return config.data
+
+
+@hydra.main(version_base="1.3", config_path="pkg://csft.conf", config_name="evaluate")
 def main(cfg: DictConfig) -> dict[str, Any]:
     quiet_libraries()
     try:
         model_dir = resolve_model_dir(cfg.run_dir)
         metadata = read_metadata(model_dir)
+        # The run that exported the model: run_dir itself, or the parent of its model/.
+        run_root = model_dir.parent if (model_dir.parent / ".hydra").is_dir() else model_dir
+        data = cfg.data if cfg.get("data") else run_data_config(run_root, cfg.paths)
         datamodule = instantiate_unwrapping_errors(
-            cfg.data, tokenizer=str(model_dir), task=metadata["task"], **metadata["encoding"]
+            data, tokenizer=str(model_dir), task=metadata["task"], **metadata["encoding"]
         )
         out_dir = Path(cfg.paths.output_dir)
         results = evaluate(model_dir, datamodule, cfg.split, out_dir)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from csft.model.metrics import headline_metric, metric_mode
 from csft.pretrained import packaged_minilm_dir
 
 
@@ -16,9 +17,21 @@ def sqlite_url(directory: str, name: str = "optuna.db") -> str:
     return f"sqlite:///{path / name}"
 
 
+def sweep_direction(metric: str) -> str:
+    """Optuna's word for `metric_mode`: minimize or maximize."""
+    return f"{metric_mode(metric)}imize"
+
+
+RESOLVERS = {
+    "packaged_minilm": packaged_minilm_dir,  # ${packaged_minilm:}: the packaged MiniLM folder
+    "sqlite_url": sqlite_url,  # ${sqlite_url:dir}: an SQLite URL for Optuna's study
+    "monitor": headline_metric,  # ${monitor:${data.task}}: val/acc or val/mse
+    "metric_mode": metric_mode,  # ${metric_mode:val/mse}: min or max
+    "sweep_direction": sweep_direction,  # ${sweep_direction:val/acc}: maximize
+}
+
+
 def register_resolvers() -> None:
-    """`${packaged_minilm:}`: the packaged MiniLM folder; `${sqlite_url:dir}`: an SQLite URL."""
-    if not OmegaConf.has_resolver("packaged_minilm"):
-        OmegaConf.register_new_resolver("packaged_minilm", packaged_minilm_dir)
-    if not OmegaConf.has_resolver("sqlite_url"):
-        OmegaConf.register_new_resolver("sqlite_url", sqlite_url)
+    for name, function in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)

@@ -18,6 +18,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from csft.errors import DataError
+from csft.model.metrics import metric_mode
+from csft.resolvers import register_resolvers
 
 OK, FAILED, RUNNING = "ok", "failed", "running"
 FAILURE_RECORD = "failed.json"
@@ -193,11 +195,12 @@ def collect_jobs(sweep_dir: str | Path) -> pd.DataFrame:
     best_score, fit_seconds, epochs, error, and overrides (the job's command line).
     `frame.attrs` records the sweep dir, swept keys, optimized metric and its direction.
     """
+    register_resolvers()  # the saved configs' ${monitor:...} and ${packaged_minilm:}
     sweep_dir = Path(sweep_dir)
     job_dirs = _job_dirs(sweep_dir)
     rows = [_job_row(job_dir) for job_dir in job_dirs]
-    mode = str(_config_value(job_dirs, "loss.mode") or "max")
     metric = _config_value(job_dirs, "optimized_metric")
+    mode = metric_mode(str(metric)) if metric else "max"
 
     override_keys: list[str] = []
     metric_keys: list[str] = []

@@ -1,4 +1,5 @@
-"""`python -m csft.train`: compose the config, fit, test the best checkpoint, export.
+"""`python -m csft.train`: compose the config, build, fit, restore and test the best
+weights, export.
 
 Everything is built from config with `hydra.utils.instantiate`; this module is the only
 place that reads the config, and it hands the library plain arguments.
@@ -23,39 +24,22 @@ from omegaconf import DictConfig
 
 from csft.checks import check_config
 from csft.console import quiet_libraries, results_table
+from csft.data.datamodule import FileDataModule
+from csft.data.example import REGRESSION
 from csft.distributed import end_process_group, isolated_job, use_job_subprocess_command
 from csft.errors import ConfigError, CsftError
 from csft.evaluate import evaluate
 from csft.export import export_model
 from csft.instantiation import instantiate_unwrapping_errors
+from csft.model.classifier import Classifier
+from csft.model.metrics import mean_baseline
 from csft.resolvers import register_resolvers
 from csft.resume import RunInterrupted, check_checkpoint, resume_arguments
 from csft.sweep_summary import record_failure
 from csft.tracking import finish_wandb, log_evaluation, make_loggers, report_wandb_location
 
 log = logging.getLogger("csft.train")
-# Frozen modules are in eval mode on purpose (no dropout in what does not train).
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 register_resolvers()
-use_job_subprocess_command()
-
-
-def class_weights(setting: Any, counts: list[int] | None) -> list[float] | None:
-    """`loss.class_weights`: null, "balanced" (n / (k * count)), or one weight per class."""
-    if setting is None:
-        return None
-    if counts is None:
-        raise ConfigError("loss.class_weights is set, but the task is regression.")
-    if setting == "balanced":
-        total = sum(counts)
-        return [total / (len(counts) * max(c, 1)) for c in counts]
-    weights = [float(w) for w in setting]
-    if len(weights) != len(counts):
-        raise ConfigError(
-            f"loss.class_weights has {len(weights)} values; "
-            f"the train split has {len(counts)} classes."
-        )
-    return weights
 
 
 def instantiate_dict(group: DictConfig | None) -> list[Any]:
@@ -65,7 +49,7 @@ def instantiate_dict(group: DictConfig | None) -> list[Any]:
     return [instantiate(item) for item in group.values() if item and "_target_" in item]
 
 
-def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
+def build(cfg: DictConfig) -> tuple[FileDataModule, Classifier, pl.Trainer]:
     """DataModule (set up, so the label vocabulary is known), Classifier and Trainer."""
     if cfg.model.get("cache_frozen") and cfg.trainer.get("reload_dataloaders_every_n_epochs"):
         raise ConfigError(
@@ -74,23 +58,18 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, 
             f"{cfg.trainer.reload_dataloaders_every_n_epochs} rebuilds the rows between "
             "epochs: set one of them off."
         )
-    datamodule = instantiate_unwrapping_errors(cfg.data)
-    if datamodule.task != cfg.loss.task:
-        raise ConfigError(
-            f"data={cfg.data._target_.rsplit('.', 1)[-1]} is a {datamodule.task} task, but "
-            f"loss.task={cfg.loss.task}; "
-            f"use loss={'ce' if datamodule.task == 'classification' else 'mse'}."
-        )
+    loss = instantiate_unwrapping_errors(cfg.loss, _convert_="all")
+    datamodule = instantiate_unwrapping_errors(cfg.data, tokenizer=cfg.model.name_or_path)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    loss.bind(datamodule.task, datamodule.class_counts())
     make_model = instantiate(cfg.model, _partial_=True, _convert_="all")
     model = make_model(
         num_labels=datamodule.num_labels,
         id2label=datamodule.id2label,
-        task=cfg.loss.task,
+        task=datamodule.task,
         freeze=instantiate_unwrapping_errors(cfg.freeze),
-        label_smoothing=cfg.loss.label_smoothing,
-        class_weights=class_weights(cfg.loss.class_weights, datamodule.class_counts()),
+        loss=loss,
         optimizer=instantiate(cfg.optim.optimizer),
         scheduler=instantiate(cfg.optim.scheduler),
         weight_decay=cfg.optim.weight_decay,
@@ -105,7 +84,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, 
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit (or resume), restore the best weights, validate and test them, export them.
+    """Build, fit (or resume), restore the best weights, validate and test them, export.
 
     Every reported metric comes from the best checkpoint: `val/*` and `test/*` alike.
     """
@@ -114,49 +93,36 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
+    # Frozen modules are in eval mode on purpose (no dropout in what does not train).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     resume_from = check_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+
     datamodule, model, trainer = build(cfg)
     log.info("%s", datamodule.describe())
-    trainable, total = model.hparams.trainable_params, model.hparams.total_params
     log.info(
-        "freeze=%s: %s of %s parameters train", cfg.freeze.name, f"{trainable:,}", f"{total:,}"
+        "freeze=%s: %s of %s parameters train",
+        cfg.freeze.name,
+        f"{model.hparams.trainable_params:,}",
+        f"{model.hparams.total_params:,}",
     )
+    if trainer.world_size > 1:
+        use_job_subprocess_command()  # DDP ranks re-run this job, not the whole command line
+
     if resume_from:
         log.info("resuming from %s", resume_from)
-
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     fit_seconds = time.perf_counter() - start
     if trainer.interrupted:
         raise KeyboardInterrupt
-    checkpoint = trainer.checkpoint_callback
-    best = getattr(checkpoint, "best_model_path", "") or None
-    if best:  # fast_dev_run saves none: then the weights are the last ones
-        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-        model.load_state_dict(state)
-    results: dict[str, Any] = {}
-    for split, measure in (("val", trainer.validate), ("test", trainer.test)):
-        if not datamodule.rows.get(split):
-            log.info("no %s split (data.%s_file is not set): nothing to measure", split, split)
-            continue
-        measured = measure(model, datamodule=datamodule, verbose=False)
-        results.update(measured[0] if measured else {})
-    if datamodule.task == "regression" and datamodule.rows.get("test"):
-        results |= mean_baseline(datamodule)
-    epochs = trainer.current_epoch if not trainer.fast_dev_run else 1
-    results |= {
-        "fit_seconds": round(fit_seconds, 1),
-        "train_samples": model.samples_trained,
-        "train_samples_per_second": round(model.samples_trained / fit_seconds, 1),
-        "epochs": epochs,
-        "trainable_params": trainable,
-        "total_params": total,
-        "best_checkpoint": best,
-        "best_score": getattr(checkpoint, "best_model_score", None),
-    }
+
+    best = restore_best_weights(trainer, model)
+    results = measure_best(trainer, model, datamodule)
+    results |= run_facts(trainer, model, fit_seconds, best)
     if resume_from:
         results["resumed_from"] = str(resume_from)  # fit_seconds and samples: this part only
     results = {key: _number(value) for key, value in results.items()}
+
     # DDP: from here on one process works on whole splits. Close the group first, so the
     # export's evaluation neither shards the test split nor waits on ranks that have left.
     is_global_zero = trainer.is_global_zero
@@ -164,28 +130,73 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not is_global_zero:  # rank 0 alone writes the run's files
         return results
     if cfg.get("export"):
-        model_dir = export_model(
-            model, datamodule.tokenizer, datamodule.encoding, output_dir / "model"
-        )
-        results["model_dir"] = str(model_dir)
-        if cfg.get("report") and datamodule.rows.get("test"):
-            # What is deployed is what is reported: the exported model on the test split.
-            evaluate(model_dir, datamodule, "test", output_dir / "evaluation")
-            log_evaluation(trainer.loggers, output_dir / "evaluation")
+        results |= export_and_report(cfg, model, datamodule, trainer.loggers, output_dir)
     report_wandb_location(trainer.loggers)
     (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     print(results_table(results))
     return results
 
 
-def mean_baseline(datamodule: Any) -> dict[str, float]:
-    """Test MSE / MAE of always predicting the train split's mean target."""
-    mean = sum(r["label"] for r in datamodule.rows["train"]) / len(datamodule.rows["train"])
-    targets = [r["label"] for r in datamodule.rows["test"]]
+def restore_best_weights(trainer: pl.Trainer, model: Classifier) -> str | None:
+    """Load the best checkpoint's weights into `model`; its path, or None when no checkpoint
+    was kept (fast_dev_run): then the weights are the last ones."""
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    if best:
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        model.load_state_dict(state)
+    return best
+
+
+def measure_best(
+    trainer: pl.Trainer, model: Classifier, datamodule: FileDataModule
+) -> dict[str, Any]:
+    """`val/*` and `test/*` of the restored weights (splits without rows are skipped), and
+    for regression the test floor of predicting the train mean."""
+    results: dict[str, Any] = {}
+    for split, measure in (("val", trainer.validate), ("test", trainer.test)):
+        if not datamodule.rows.get(split):
+            log.info("no %s split (data.%s_file is not set): nothing to measure", split, split)
+            continue
+        measured = measure(model, datamodule=datamodule, verbose=False)
+        results.update(measured[0] if measured else {})
+    if datamodule.task == REGRESSION and datamodule.rows.get("test"):
+        results |= mean_baseline(
+            [r["label"] for r in datamodule.rows["train"]],
+            [r["label"] for r in datamodule.rows["test"]],
+        )
+    return results
+
+
+def run_facts(
+    trainer: pl.Trainer, model: Classifier, fit_seconds: float, best: str | None
+) -> dict[str, Any]:
+    """How long, how much and what: the run's numbers beside its metrics."""
     return {
-        "test/mean_baseline_mse": sum((t - mean) ** 2 for t in targets) / len(targets),
-        "test/mean_baseline_mae": sum(abs(t - mean) for t in targets) / len(targets),
+        "fit_seconds": round(fit_seconds, 1),
+        "train_samples": model.samples_trained,
+        "train_samples_per_second": round(model.samples_trained / fit_seconds, 1),
+        "epochs": trainer.current_epoch if not trainer.fast_dev_run else 1,
+        "trainable_params": model.hparams.trainable_params,
+        "total_params": model.hparams.total_params,
+        "best_checkpoint": best,
+        "best_score": getattr(trainer.checkpoint_callback, "best_model_score", None),
     }
+
+
+def export_and_report(
+    cfg: DictConfig,
+    model: Classifier,
+    datamodule: FileDataModule,
+    loggers: list[Any],
+    output_dir: Path,
+) -> dict[str, Any]:
+    """<run dir>/model (Hugging Face folder) and, with `report`, its evaluation on test:
+    what is deployed is what is reported."""
+    model_dir = export_model(model, datamodule.tokenizer, datamodule.encoding, output_dir / "model")
+    if cfg.get("report") and datamodule.rows.get("test"):
+        evaluate(model_dir, datamodule, "test", output_dir / "evaluation")
+        log_evaluation(loggers, output_dir / "evaluation")
+    return {"model_dir": str(model_dir)}
 
 
 def _number(value: Any) -> Any:
@@ -203,7 +214,7 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://csft.conf", config_name="train")
 def run(cfg: DictConfig) -> float | None:
     """The Hydra job; returns the optimized metric so sweepers (Optuna) can use it.
 

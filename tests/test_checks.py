@@ -28,7 +28,6 @@ BAD = [
     "data.val_fraction=1.5",
     "data.val_fraction=0",
     "model.dropout=1.0",
-    "loss.label_smoothing=1.5",
     "freeze.trainable_layers=-1",
     "trainer.max_epochs=two",
     "trainer.max_steps=-2",
@@ -45,7 +44,7 @@ BAD = [
     "trainer.log_every_n_steps=ten",
     "data=bitext_pairs data.negatives_per_positive=0",
     "data=bitext_pairs data.hard_negative_share=1.2",
-    "data=dstc9_ratings loss=mse data.threshold=4",
+    "data=dstc9_ratings data.threshold=4",
     "data=dialogues data.max_context_turns=-1",
 ]
 

@@ -103,7 +103,9 @@ def test_non_string_text_names_file_and_line(tmp_path):
 
 def test_non_numeric_target_under_mse_names_the_row(tmp_path):
     path = write_csv(tmp_path / "t.csv", [{"text": "a", "y": "0.5"}, {"text": "b", "y": "good"}])
-    with pytest.raises(DataError, match=r"row 2: column 'y' holds 'good', but loss=mse"):
+    with pytest.raises(
+        DataError, match=r"row 2: column 'y' holds 'good', but data.task=regression"
+    ):
         read_examples(path, text_column="text", label_column="y", task="regression")
 
 

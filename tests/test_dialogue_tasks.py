@@ -123,8 +123,7 @@ def test_dstc9_regression_end_to_end_reports_the_mean_baseline(tmp_path, data_di
         compose(
             tiny_overrides(
                 tmp_path,
-                "data=dstc9_ratings",
-                "loss=mse",
+                "data=dstc9_ratings",  # declares regression: loss=auto trains with MSE
                 "trainer.max_epochs=1",
                 "trainer.limit_train_batches=10",
                 "trainer.limit_val_batches=3",
@@ -141,8 +140,7 @@ def test_dstc9_binary_view_with_class_weights(tmp_path, data_dir):
             tiny_overrides(
                 tmp_path,
                 "data=dstc9_ratings",
-                "data.binarize=true",
-                "loss=ce",
+                "data.task=classification",
                 "loss.class_weights=balanced",
                 "trainer.max_epochs=1",
                 "trainer.limit_train_batches=10",
@@ -154,11 +152,14 @@ def test_dstc9_binary_view_with_class_weights(tmp_path, data_dir):
     assert "test/auroc" in results
 
 
-def test_dstc9_binarize_needs_cross_entropy(tmp_path, data_dir):
-    with pytest.raises(ConfigError, match=r"data\.binarize=True needs a classification loss"):
+def test_dstc9_binary_view_refuses_a_regression_loss(tmp_path, data_dir):
+    message = r"loss=mse is a regression loss, but the data's task is classification"
+    with pytest.raises(ConfigError, match=message):
         train(
             compose(
-                tiny_overrides(tmp_path, "data=dstc9_ratings", "data.binarize=true", "loss=mse")
+                tiny_overrides(
+                    tmp_path, "data=dstc9_ratings", "data.task=classification", "loss=mse"
+                )
             )
         )
 

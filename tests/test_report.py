@@ -40,9 +40,9 @@ def write_job(
     hydra_dir = sweep / str(job) / ".hydra"
     hydra_dir.mkdir(parents=True)
     (hydra_dir / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    monitor = "val/acc" if mode == "max" else "val/mse"
+    task = "classification" if mode == "max" else "regression"
     (hydra_dir / "config.yaml").write_text(
-        f"optimized_metric: ${{loss.monitor}}\nloss:\n  monitor: {monitor}\n  mode: {mode}\n"
+        f"optimized_metric: ${{monitor:${{data.task}}}}\ndata:\n  task: {task}\n"
         "model:\n  name_or_path: ${packaged_minilm:}\n"
     )
     if metrics is not None:

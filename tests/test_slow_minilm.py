@@ -93,7 +93,6 @@ def test_minilm_scores_dstc9_replies_better_than_the_mean(tmp_path, data_dir):
         compose(
             [
                 "data=dstc9_ratings",
-                "loss=mse",
                 "freeze=top2",
                 "trainer.max_epochs=1",
                 "trainer.limit_train_batches=80",

@@ -7,6 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from csft.model.classifier import Classifier, NonFiniteLossError
+from csft.model.losses import CrossEntropy
 
 TINY = {
     "num_hidden_layers": 2,
@@ -51,21 +52,25 @@ def test_compiled_encoder_does_not_recompile_per_padded_length(minilm_dir):
     assert set(model.state_dict()) == set(reference.state_dict())  # export keys unchanged
 
 
-class ExplodingClassifier(Classifier):
-    """Returns a NaN loss from the third step on."""
+class ExplodingLoss(CrossEntropy):
+    """Cross-entropy that turns NaN from its third call (the third training step) on."""
 
-    def loss(self, outputs, labels):
-        loss = super().loss(outputs, labels)
-        return loss * float("nan") if self.global_step >= 2 else loss
+    calls = 0
+
+    def forward(self, outputs, labels):
+        self.calls += 1
+        loss = super().forward(outputs, labels)
+        return loss * float("nan") if self.calls > 2 else loss
 
 
 def test_a_non_finite_loss_stops_the_run_naming_the_step(minilm_dir):
     from functools import partial
 
     torch.manual_seed(0)
-    model = ExplodingClassifier(
+    model = Classifier(
         minilm_dir,
         num_labels=3,
+        loss=ExplodingLoss(),
         random_init=True,
         config_overrides=TINY,
         optimizer=partial(torch.optim.Adam, lr=1e-3),

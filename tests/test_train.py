@@ -14,7 +14,7 @@ from conftest import FIXTURES, INTENT_FIXTURE, ROOT, assert_same_logits, compose
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from csft.errors import ConfigError
-from csft.train import class_weights, sweep_score, train
+from csft.train import sweep_score, train
 
 INTENT_DATA = [
     *INTENT_FIXTURE,
@@ -129,7 +129,7 @@ def test_regression_with_mse_reports_regression_metrics(tmp_path):
         "data.context_column=history",
         "data.label_column=score",
         "data.batch_size=8",
-        "loss=mse",
+        "data.task=regression",  # numeric labels: loss=auto picks MSE
         "trainer.max_epochs=2",
     )
     assert {"test/mse", "test/mae", "test/pearson", "test/spearman"} <= results.keys()
@@ -177,13 +177,6 @@ def test_debug_configs_compose(tmp_path):
     limit = compose(tiny_overrides(tmp_path, "debug=limit")).trainer
     assert limit.max_epochs == 2 and 0 < limit.limit_train_batches < 1
     assert compose(tiny_overrides(tmp_path, "debug=fdr")).trainer.fast_dev_run is True
-
-
-def test_balanced_class_weights():
-    assert class_weights("balanced", [30, 10]) == pytest.approx([40 / 60, 40 / 20])
-    assert class_weights([1, 2], [5, 5]) == [1.0, 2.0]
-    with pytest.raises(ConfigError, match="3 values"):
-        class_weights([1, 2, 3], [5, 5])
 
 
 def test_cli_bad_input_prints_one_clear_error(tmp_path):

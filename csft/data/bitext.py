@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from csft.data.datamodule import FileDataModule, stratified_split
-from csft.data.example import Example
+from csft.data.example import CLASSIFICATION, Example
 from csft.data.readers import _text, read_rows
 from csft.errors import ConfigError, DataError
 
@@ -136,8 +136,11 @@ class BitextPairsDataModule(FileDataModule):
         max_queries_per_intent: int | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs["task"] = "classification"
         super().__init__(train_file=file, **kwargs)
+        if self.task != CLASSIFICATION:
+            raise ConfigError(
+                f"data.task={self.task}: Bitext pairs are match / mismatch, a classification task."
+            )
         self.negatives_per_positive = negatives_per_positive
         self.hard_negative_share = hard_negative_share
         self.test_fraction = test_fraction

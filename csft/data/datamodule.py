@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from csft.data.collate import PadCollator
 from csft.data.dialogues import read_dialogues
 from csft.data.encoding import Encoding, encode_cached
-from csft.data.example import CLASSIFICATION, REGRESSION, Example, LabelVocab
+from csft.data.example import CLASSIFICATION, TASKS, Example, LabelVocab
 from csft.data.readers import read_examples
 from csft.data.samplers import LengthBucketBatchSampler
 from csft.errors import ConfigError, DataError
@@ -94,6 +94,8 @@ class FileDataModule(pl.LightningDataModule):
             "context_column": context_column,
             "response_column": response_column,
         }
+        if task not in TASKS:
+            raise ConfigError(f"data.task={task!r}: expected one of {TASKS}.")
         self.task = task
         self.val_fraction = val_fraction
         self.seed = seed
@@ -156,8 +158,6 @@ class FileDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.rows:
             return
-        if self.task not in (CLASSIFICATION, REGRESSION):
-            raise ConfigError(f"task={self.task!r}: expected classification or regression.")
         self.examples = self.load_splits()
         if not self.examples["train"]:
             raise DataError("the train split is empty.")

@@ -95,7 +95,8 @@ def split_instances(
 
 
 class Dstc9RatingsDataModule(FileDataModule):
-    """(FAQ question, system reply) → quality score; `binarize` turns it into good / poor."""
+    """(FAQ question, system reply) → quality score (task=regression), or good / poor at
+    `threshold` (task=classification)."""
 
     def __init__(
         self,
@@ -103,25 +104,18 @@ class Dstc9RatingsDataModule(FileDataModule):
         target: str = "appropriateness",
         with_entity: bool = False,
         with_answer: bool = False,
-        binarize: bool = False,
         threshold: float = 0.75,
         test_fraction: float = 0.2,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("task", REGRESSION)
         super().__init__(**kwargs)
-        wanted = CLASSIFICATION if binarize else REGRESSION
-        if self.task != wanted:
-            raise ConfigError(
-                f"data.binarize={binarize} needs a {wanted} loss "
-                f"({'loss=ce' if binarize else 'loss=mse'}), but the task is {self.task}."
-            )
-        if binarize:
+        if self.task == CLASSIFICATION:
             self.label_names = (POOR, GOOD)  # index 1 (good) is the positive class
         self.directory = directory
         self.target = target
         self.with_entity = with_entity
         self.with_answer = with_answer
-        self.binarize = binarize
         self.threshold = threshold
         self.test_fraction = test_fraction
         self.files["train"] = directory
@@ -133,7 +127,7 @@ class Dstc9RatingsDataModule(FileDataModule):
         )
         splits: dict[str, list[Example]] = {"train": [], "val": [], "test": []}
         for i, example in rows:
-            if self.binarize:
+            if self.task == CLASSIFICATION:
                 label = GOOD if example.label >= self.threshold else POOR
                 example = Example(
                     example.text, label, example.context, example.response, example.source

@@ -131,8 +131,8 @@ def _label(value: Any, where: str, column: str, task: str) -> str | float:
         target = float(value)
     except (TypeError, ValueError):
         raise DataError(
-            f"{where}: column {column!r} holds {value!r:.60}, but loss=mse (regression) needs a "
-            f"number. Use loss=ce for class names."
+            f"{where}: column {column!r} holds {value!r:.60}, but data.task=regression needs "
+            f"a number. Use data.task=classification for class names."
         ) from None
     if not math.isfinite(target):
         raise DataError(f"{where}: column {column!r} holds a non-finite target {value!r}.")

@@ -1,23 +1,23 @@
-"""Classifier: a pretrained encoder, pooling and a head, trained with cross-entropy or MSE."""
+"""Classifier: a pretrained encoder, pooling and a head, trained with a loss object."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.plugins.precision import MixedPrecision
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric
 
 from csft.data.example import CLASSIFICATION, REGRESSION, TASKS
 from csft.errors import ConfigError, CsftError
 from csft.model.freezing import FreezePolicy, count_parameters
 from csft.model.frozen_cache import FrozenFeatureCache
 from csft.model.heads import POOLINGS, ClassificationHead, mean_pool
-from csft.model.metrics import task_metrics
+from csft.model.losses import Loss, from_hparams, loss_for_task
+from csft.model.metrics import task_metrics, update_metrics
 from csft.model.optim import parameter_groups
 from csft.pretrained import load_encoder
 
@@ -34,8 +34,9 @@ class NonFiniteLossError(CsftError, FloatingPointError):
 
 
 class Classifier(pl.LightningModule):
-    """Encoder + head. `task` picks the loss: classification → cross-entropy over
-    `num_labels`, regression → MSE on one output. `freeze` decides what trains."""
+    """Encoder + head. `task` (the data's) sizes the head: `num_labels` logits for
+    classification, one score for regression. `loss` (csft.model.losses; default: the
+    task's own) and `freeze` decide how it trains."""
 
     def __init__(
         self,
@@ -46,8 +47,7 @@ class Classifier(pl.LightningModule):
         pooling: str = "mean",
         dropout: float = 0.1,
         freeze: FreezePolicy | Mapping[str, Any] | None = None,
-        label_smoothing: float = 0.0,
-        class_weights: Sequence[float] | None = None,
+        loss: Loss | Mapping[str, Any] | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         weight_decay: float = 0.0,
@@ -61,7 +61,7 @@ class Classifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         if task not in TASKS:
-            raise ConfigError(f"loss.task={task!r}: expected one of {TASKS}.")
+            raise ConfigError(f"data.task={task!r}: expected one of {TASKS}.")
         if pooling not in POOLINGS:
             raise ConfigError(f"model.pooling={pooling!r}: expected one of {POOLINGS}.")
         if task == CLASSIFICATION and num_labels < 2:
@@ -71,8 +71,15 @@ class Classifier(pl.LightningModule):
         if isinstance(freeze, Mapping):  # as saved in a checkpoint's hyperparameters
             freeze = FreezePolicy(**freeze)
         freeze = freeze or FreezePolicy()
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "freeze"])
+        if isinstance(loss, Mapping):  # as saved in a checkpoint's hyperparameters
+            loss = from_hparams(loss)
+        loss = loss or loss_for_task(task)
+        if loss.task != task:
+            raise ConfigError(f"loss={loss.name} is a {loss.task} loss; the task is {task}.")
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "freeze", "loss"])
         self.hparams["freeze"] = asdict(freeze)
+        self.hparams["loss"] = loss.hparams()
+        self.criterion = loss
         self.task = task
         self.pooling = pooling
         self.optimizer_factory = optimizer
@@ -99,22 +106,12 @@ class Classifier(pl.LightningModule):
             self.feature_cache = FrozenFeatureCache(self.encoder, freeze.trainable_layers)
         trainable, total = count_parameters(self)
         self.hparams.update(trainable_params=trainable, total_params=total)
-        weights = None
-        if class_weights is not None:
-            if task != CLASSIFICATION or len(class_weights) != num_labels:
-                raise ConfigError(
-                    f"loss.class_weights has {len(class_weights)} values; "
-                    f"the task has {num_labels} classes."
-                )
-            weights = torch.tensor(list(class_weights), dtype=torch.float32)
-        self.register_buffer("class_weights", weights, persistent=False)
         if compile:
             # dynamic=True: one graph for every padded length, not a recompile per batch shape.
             # In place (nn.Module.compile), so state_dict keys and export stay unchanged.
             self.encoder.compile(dynamic=True, backend=compile_backend)
         for stage in ("train", "val", "test"):
-            metrics = MetricCollection(task_metrics(task, num_labels), compute_groups=False)
-            setattr(self, f"{stage}_metrics", metrics)
+            setattr(self, f"{stage}_metrics", task_metrics(task, num_labels))
         # The evaluation loss as a torchmetric: under DDP it sums float row weights across
         # ranks. Lightning's own mean of a logged value divides integer row counts by the world
         # size (truncating), wrong when ranks hold different numbers of rows, as they do when
@@ -164,16 +161,6 @@ class Classifier(pl.LightningModule):
         logits = self.head(pooled)
         return logits.squeeze(-1) if self.task == REGRESSION else logits
 
-    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.task == REGRESSION:
-            return F.mse_loss(outputs.float(), labels.float())
-        return F.cross_entropy(
-            outputs.float(),
-            labels,
-            weight=self.class_weights,
-            label_smoothing=self.hparams.label_smoothing,
-        )
-
     # -- steps -----------------------------------------------------------------------------
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         outputs = self(
@@ -183,8 +170,8 @@ class Classifier(pl.LightningModule):
             index=batch.get("index"),
             split=stage,
         )
-        loss = self.loss(outputs, batch["labels"])
-        self.update_metrics(getattr(self, f"{stage}_metrics"), outputs.detach(), batch["labels"])
+        loss = self.criterion(outputs, batch["labels"])
+        update_metrics(getattr(self, f"{stage}_metrics"), outputs, batch["labels"], self.task)
         size = len(batch["labels"])
         if stage == "train":
             self.log(
@@ -193,18 +180,6 @@ class Classifier(pl.LightningModule):
         else:
             getattr(self, f"{stage}_loss").update(loss.detach(), weight=size)
         return loss
-
-    def update_metrics(
-        self, metrics: MetricCollection, outputs: torch.Tensor, labels: torch.Tensor
-    ) -> None:
-        outputs = outputs.float()
-        for name, metric in metrics.items():
-            if name == "auroc":
-                metric.update(outputs.softmax(-1)[:, 1], labels)
-            elif self.task == CLASSIFICATION:
-                metric.update(outputs.argmax(-1), labels)
-            else:
-                metric.update(outputs, labels.float())
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
