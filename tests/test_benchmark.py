@@ -1,4 +1,5 @@
-"""scripts/benchmark.py end to end on a tiny slice: every contender runs and is reported.
+"""scripts/benchmark.py: the report's tables from made-up numbers, the csft contenders'
+config (the recipe plus only the benchmark's overrides), the Trainer script's setup.
 
 Timings are printed by the script, never asserted here.
 """
@@ -9,29 +10,14 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, compose
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import benchmark
+import benchmark_contenders as contenders
+import benchmark_report as report
 
-CONTENDERS = (
-    "csft",
-    "hf",
-    "hf_grouped",
-    "csft_top2",
-    "csft_top2_cache",
-    "hf_top2",
-    "csft_predict",
-    "pipeline",
-)
-RATIO_COLUMNS = (
-    "samples/s vs hf",
-    "samples/s vs hf_grouped",
-    "samples/s vs hf_top2",
-    "epochs ≥ 2 vs hf_top2",
-    "rows/s vs pipeline",
-    "p50 speed-up vs pipeline",
-)
+CONTENDERS = [name for names in report.MODES.values() for name in names]
 
 
 def table_rows(markdown: str) -> dict[str, dict[str, str]]:
@@ -50,71 +36,329 @@ def table_rows(markdown: str) -> dict[str, dict[str, str]]:
     return rows
 
 
-@pytest.mark.slow  # 9 subprocesses that each import torch: ~3 minutes on 2 cores
+def training(samples: float, later: float | None = None, **extra) -> dict:
+    return {
+        "samples_per_s": samples,
+        "later_samples_per_s": later,
+        "fit_seconds": 1234.5,
+        "peak_rss_mib": 1710.4,
+        "test_acc": 0.91954,
+        **extra,
+    }
+
+
+def fake_run(modes=("full", "top2", "inference"), epochs=2) -> report.Run:
+    return report.Run(
+        command="python scripts/benchmark.py --epochs 2",
+        when="2026-11-28 12:00 UTC",
+        model="packaged all-MiniLM-L6-v2",
+        device="CPU, fp32",
+        modes=tuple(modes),
+        train_rows=10003,
+        test_rows=3080,
+        labels=77,
+        batch_size=32,
+        max_length=64,
+        lr=2e-4,
+        epochs=epochs,
+        threads=2,
+        seed=42,
+        machine="Linux, x86_64, 2 CPUs",
+        versions="torch 2, transformers 5; Python 3.11",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+# ---------------------------------------------------------------------------------------------
+def test_full_table_has_ratios_against_both_baselines_and_formats_numbers():
+    results = {"csft": training(100.0), "hf": training(40.0), "hf_grouped": training(200.0)}
+    rows = table_rows("\n".join(report.markdown_tables(results, ("full",), 2)))
+    assert list(rows) == ["csft", "hf", "hf_grouped"]
+    csft = rows["csft"]
+    assert csft["samples/s vs hf"] == "2.50×"
+    assert csft["samples/s vs hf_grouped"] == "0.50×"
+    assert rows["hf"]["samples/s vs hf"] == "1.00×"
+    assert (csft["train samples/s"], csft["fit wall s"]) == ("100.0", "1,234.5")
+    assert (csft["peak RSS MiB"], csft["test acc"]) == ("1,710", "0.9195")
+
+
+def test_missing_or_failed_contenders_leave_dashes_not_errors():
+    results = {"csft": training(100.0), "hf": {"name": "hf", "failed": "exit 1"}}
+    markdown = "\n".join(report.markdown_tables(results, ("full",), 2))
+    assert "| hf | failed (exit 1) |" in markdown
+    rows = table_rows(markdown)
+    assert rows["csft"]["samples/s vs hf"] == "—"  # the baseline failed
+    assert rows["csft"]["samples/s vs hf_grouped"] == "—"  # the baseline never ran
+    assert rows["hf_grouped"]["train samples/s"] == "—"
+    assert rows["hf_grouped"]["test acc"] == "—"
+
+
+def test_top2_table_compares_later_epochs_and_says_when_there_are_none():
+    results = {
+        "csft_top2_cache": training(236.0, later=304.8),
+        "hf_top2": training(70.2, later=70.4),
+    }
+    rows = table_rows("\n".join(report.markdown_tables(results, ("top2",), 2)))
+    assert rows["csft_top2_cache"]["samples/s epochs ≥ 2"] == "304.8"
+    assert rows["csft_top2_cache"]["epochs ≥ 2 vs hf_top2"] == "4.33×"
+    assert rows["csft_top2_cache"]["samples/s vs hf_top2"] == "3.36×"
+    assert rows["csft_top2"]["samples/s vs hf_top2"] == "—"
+    one_epoch = report.markdown_tables({"hf_top2": training(70.2)}, ("top2",), 1)
+    assert "(epochs ≥ 2: run with --epochs 2 or more.)" in one_epoch
+    assert "### Top 2 layers + head train (1 epoch)" in one_epoch
+    assert "(epochs ≥ 2: run with --epochs 2 or more.)" not in report.markdown_tables(
+        results, ("top2",), 2
+    )
+
+
+def test_inference_table_speed_up_is_lower_latency():
+    results = {
+        "csft_predict": {"rows_per_s": 235.0, "latency_p50_ms": 10.0, "latency_p95_ms": 12.345},
+        "pipeline": {"rows_per_s": 117.5, "latency_p50_ms": 25.0, "latency_p95_ms": 30.0},
+    }
+    rows = table_rows("\n".join(report.markdown_tables(results, ("inference",), 2)))
+    assert rows["csft_predict"]["rows/s vs pipeline"] == "2.00×"
+    assert rows["csft_predict"]["p50 speed-up vs pipeline"] == "2.50×"
+    assert rows["csft_predict"]["p95 ms"] == "12.35"
+    assert rows["pipeline"]["p50 speed-up vs pipeline"] == "1.00×"
+
+
+def test_report_has_the_modes_run_the_setups_and_the_header():
+    results = {
+        "csft": training(
+            100.0,
+            trainable_params=22595021,
+            optimizer="Adam(fused=True)",
+            attention="sdpa",
+            threads=2,
+            overrides=["experiment=banking77", "freeze=none"],
+        ),
+        "hf": training(
+            40.0, trainable_params=22742861, optimizer="AdamW", attention="sdpa", threads=2
+        ),
+        "csft_predict": {"rows_per_s": 235.0},
+    }
+    text = report.report(results, fake_run(modes=("full",)))
+    assert text.startswith("# Benchmarks: csft vs a Hugging Face Trainer script\n")
+    assert "`python scripts/benchmark.py --epochs 2` — 2026-11-28 12:00 UTC" in text
+    assert "10003 train rows read" in text and "77 labels" in text
+    assert "### Full fine-tuning (2 epochs)" in text
+    assert "### Top 2" not in text and "### Inference" not in text
+    assert (
+        "- `csft`: 22,595,021 trainable parameters, Adam(fused=True), sdpa attention, "
+        "2 thread(s); `experiment=banking77 freeze=none`." in text
+    )
+    assert "- `hf`: 22,742,861 trainable parameters, AdamW, sdpa attention, 2 thread(s)." in text
+    assert "### What differs between csft and the Trainer script" in text
+
+
+def test_summary_names_only_ratios_whose_both_sides_ran():
+    results = {"csft": training(100.0), "hf": training(40.0)}
+    assert report.summary(results) == ["full: csft / hf train samples/s: 2.50×"]
+    assert report.summary({}) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the csft contenders: the recipe, composed
+# ---------------------------------------------------------------------------------------------
+def flat(cfg) -> dict[str, object]:
+    """Every leaf of a config as {dotted key: value}, interpolations unresolved."""
+    from omegaconf import OmegaConf
+
+    leaves: dict[str, object] = {}
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            leaves[prefix.rstrip(".")] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return leaves
+
+
+def bench_args(tmp_path, *argv: str):
+    return benchmark.parse_args(["--workdir", str(tmp_path), *argv])
+
+
+def test_csft_contender_is_the_recipe_with_only_the_benchmarks_overrides(tmp_path):
+    args = bench_args(tmp_path, "--lr", "1e-4", "--epochs", "2", "--max-length", "48")
+    cfg = contenders.csft_config(args, "csft", tmp_path / "out")
+    recipe = compose(["experiment=banking77"])
+    # The optimizer and schedule are the recipe's; only the learning rate is the benchmark's.
+    assert {**flat(cfg.optim), "lr": None} == {**flat(recipe.optim), "lr": None}
+    assert cfg.optim.optimizer._target_ == recipe.optim.optimizer._target_
+    assert cfg.optim.scheduler._target_ == recipe.optim.scheduler._target_
+    assert cfg.optim.scheduler.warmup_ratio == contenders.WARMUP
+    assert (cfg.optim.lr, cfg.trainer.max_epochs, cfg.data.max_length) == (1e-4, 2, 48)
+    assert flat(cfg.model) == flat(recipe.model) and cfg.freeze.name == "none"
+    # Nothing else differs from the recipe but what runs it on the benchmark's rows, quietly.
+    allowed = [
+        "optim.lr",
+        "trainer.max_epochs",
+        "data.max_length",
+        "freeze",
+        "threads",
+        "paths",
+        "data.train_file",
+        "data.test_file",
+        "trainer.limit_val_batches",
+        "trainer.enable_checkpointing",
+        "export",
+        "logger",
+        "trainer.enable_progress_bar",
+        "callbacks.model_checkpoint",
+        "callbacks.last_checkpoint",
+        "callbacks.lr_monitor",
+    ]
+    mine, theirs = flat(cfg), flat(recipe)
+    differing = {k for k in mine.keys() | theirs.keys() if mine.get(k, "∅") != theirs.get(k, "∅")}
+    unexplained = {
+        k for k in differing if not any(k == a or k.startswith(f"{a}.") for a in allowed)
+    }
+    assert not unexplained, sorted(unexplained)
+    assert {"optim.lr", "trainer.max_epochs", "data.max_length", "freeze.name"} <= differing
+
+
+def test_top2_cache_gpu_and_bert_base_contender_overrides(tmp_path):
+    args = bench_args(tmp_path, "--shape", "bert-base", "--compile")
+    args.device = "cuda"  # parse_args would look for a GPU; composing needs none
+    cfg = contenders.csft_config(args, "csft_top2_cache", tmp_path / "out")
+    assert (cfg.freeze.name, cfg.freeze.trainable_layers) == ("top2", contenders.TOP_LAYERS)
+    assert cfg.model.cache_frozen and cfg.model.compile and cfg.model.random_init
+    assert dict(cfg.model.config_overrides) == contenders.SHAPES["bert-base"]
+    assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "bf16-mixed")
+    plain = contenders.csft_config(bench_args(tmp_path), "csft_top2", tmp_path / "out")
+    assert not plain.model.cache_frozen and not plain.model.random_init
+    assert plain.trainer.precision == compose(["experiment=banking77"]).trainer.precision
+
+
+def test_options_reach_every_worker(tmp_path):
+    args = benchmark.parse_args(["--shape", "bert-base", "--compile", "--epochs", "2"])
+    command = benchmark.worker_command(args, "hf", tmp_path)
+    worker = benchmark.parse_args(command[2:])
+    assert (worker.worker, worker.shape, worker.compile, worker.epochs, worker.device) == (
+        "hf",
+        "bert-base",
+        True,
+        2,
+        "cpu",
+    )
+    assert (worker.workdir, worker.data_dir) == (str(tmp_path), args.data_dir)
+
+
+def test_a_small_train_sample_keeps_every_label():
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {"text": [f"t{i}" for i in range(40)], "category": [f"c{i % 5}" for i in range(40)]}
+    )
+    sample = benchmark.sample_train(frame, 6, seed=1)
+    assert len(sample) == 6 and sample["category"].nunique() == 5
+    assert sample.equals(benchmark.sample_train(frame, 6, seed=1))
+    with pytest.raises(SystemExit, match="< the 5 labels"):
+        benchmark.sample_train(frame, 4, seed=1)
+
+
+def test_one_epoch_timer_serves_lightning_and_the_trainer():
+    import pytorch_lightning as pl
+    from transformers import TrainerCallback
+
+    lightning, hf = contenders.epoch_timer(pl.Callback), contenders.epoch_timer(TrainerCallback)
+    assert isinstance(lightning, pl.Callback) and isinstance(hf, TrainerCallback)
+    for _ in range(2):
+        lightning.on_train_epoch_start(None, None)
+        lightning.on_train_epoch_end(None, None)
+        hf.on_epoch_begin(None, None, None, model=None)
+        hf.on_epoch_end(None, None, None, model=None)
+    assert len(lightning.seconds) == len(hf.seconds) == 2
+    assert contenders.later_epochs_rate(100, [5.0, 2.0, 2.0]) == 50.0
+    assert contenders.later_epochs_rate(100, [5.0]) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# the Trainer script
+# ---------------------------------------------------------------------------------------------
+def test_trainer_warmup_is_an_int_ten_percent_of_the_steps_like_csft():
+    assert compose(["experiment=banking77"]).optim.scheduler.warmup_ratio == contenders.WARMUP
+    # 9,003 rows / 32 = 282 steps an epoch, 2 epochs: 56.4 → 56 (csft: round(0.1 * 564))
+    assert contenders.warmup_steps(9003, 32, 2) == 56
+    assert contenders.warmup_steps(232, 32, 2) == 2  # 16 steps: 1.6 → 2
+    assert contenders.warmup_steps(10, 32, 1) == 1  # never 0: csft warms up at least 1 step
+    assert isinstance(contenders.warmup_steps(9003, 32, 2), int)
+
+
+def test_trainer_model_trains_fp32_weights_from_a_half_precision_checkpoint(
+    tmp_path, tiny_bert_dir
+):
+    """The GPU kit stores MiniLM in fp16; transformers 5 would keep it fp16 (dtype="auto"),
+    and Adam on fp16 weights diverges: chance accuracy on the H200."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertModel
+
+    half = tmp_path / "half"
+    BertModel.from_pretrained(tiny_bert_dir).half().save_pretrained(half)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(half)
+    labels = {"num_labels": 3, "id2label": {0: "a", 1: "b", 2: "c"}}
+    as_stored = AutoModelForSequenceClassification.from_pretrained(half, **labels)
+    assert as_stored.dtype == torch.float16  # what the Trainer script got before
+    model = contenders.hf_model(str(half), "minilm", labels, top2=True)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    layers = model.base_model.encoder.layer
+    trains = [any(p.requires_grad for p in layer.parameters()) for layer in layers]
+    assert trains == [False] * (len(layers) - contenders.TOP_LAYERS) + [True] * 2
+    assert not any(p.requires_grad for p in model.base_model.embeddings.parameters())
+
+
+def test_the_bert_base_shape_is_a_random_bert_base(minilm_dir):
+    labels = {"num_labels": 3, "id2label": {0: "a", 1: "b", 2: "c"}}
+    model = contenders.hf_model(minilm_dir, "bert-base", labels, top2=False)
+    config = model.config
+    assert (config.num_hidden_layers, config.hidden_size, config.intermediate_size) == (
+        12,
+        768,
+        3072,
+    )
+    assert 105e6 < sum(p.numel() for p in model.base_model.parameters()) < 112e6  # 110M
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.slow  # 9 subprocesses that each import torch: minutes on 2 cores
 def test_benchmark_runs_every_contender_and_writes_the_table(tmp_path, data_dir):
     pytest.importorskip("accelerate", reason="the Hugging Face Trainer needs accelerate")
     out = tmp_path / "bench.md"
     command = [
         sys.executable,
         str(ROOT / "scripts" / "benchmark.py"),
-        "--train-rows",
-        "96",
-        "--test-rows",
-        "64",
-        "--epochs",
-        "1",
-        "--latency-requests",
-        "5",
-        # One thread per contender: on 2 busy cores, 2 threads can be 20x slower per call.
-        "--threads",
-        "1",
-        "--out",
-        str(out),
+        *("--train-rows", "96", "--test-rows", "64", "--epochs", "1"),
+        *("--latency-requests", "5", "--threads", "1", "--out", str(out)),
     ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
-    assert out.is_file()
     markdown = out.read_text()
     assert markdown.strip() in done.stdout
     rows = table_rows(markdown)
     assert set(CONTENDERS) <= rows.keys(), sorted(rows)
-    for column in RATIO_COLUMNS:
-        assert f"| {column} |" in markdown, column
     for name in CONTENDERS:
-        accuracy = float(rows[name]["test acc"])
-        assert 0.0 <= accuracy <= 1.0, (name, accuracy)
-    # Baselines against themselves: ratio columns are filled, not left as dashes.
+        assert 0.0 <= float(rows[name]["test acc"]) <= 1.0, name
     assert rows["hf"]["samples/s vs hf"] == "1.00×"
-    assert rows["pipeline"]["rows/s vs pipeline"] == "1.00×"
     assert rows["csft"]["samples/s vs hf"].endswith("×")
-    assert rows["csft_predict"]["rows/s vs pipeline"].endswith("×")
+    assert "`experiment=banking77 seed=42" in markdown
 
 
-def test_gpu_and_shape_options_reach_every_worker(tmp_path):
-    args = benchmark.parse_args(["--shape", "bert-base", "--compile", "--epochs", "2"])
-    command = benchmark.worker_command(args, "hf", tmp_path)
-    assert command[command.index("--shape") + 1] == "bert-base"
-    assert command[command.index("--device") + 1] == "cpu"
-    assert "--compile" in command
-    worker = benchmark.parse_args(command[2:])
-    assert (worker.worker, worker.shape, worker.compile, worker.epochs) == (
-        "hf",
-        "bert-base",
-        True,
-        2,
-    )
-
-
-def test_the_bert_base_shape_is_a_random_bert_base():
-    from types import SimpleNamespace
-
-    labels = SimpleNamespace(num_labels=3, id2label={0: "a", 1: "b", 2: "c"})
-    args = benchmark.parse_args(["--shape", "bert-base"])
-    model = benchmark.csft_classifier(args, labels, top2=False, cache=False)
-    config = model.encoder.config
-    assert (config.num_hidden_layers, config.hidden_size, config.intermediate_size) == (
-        12,
-        768,
-        3072,
-    )
-    assert 105e6 < sum(p.numel() for p in model.encoder.parameters()) < 112e6  # bert-base: 110M
+def test_csft_contender_fits_the_recipe_in_process(tmp_path, data_dir):
+    """compose → csft.train.build → fit → test on a tiny slice, as a worker runs it."""
+    args = bench_args(tmp_path, "--train-rows", "80", "--test-rows", "16", "--epochs", "1")
+    args.workdir = str(tmp_path)
+    benchmark.prepare_data(args, tmp_path)
+    result = contenders.run_csft(args, "csft_top2")
+    # Every label once and 3 more rows; csft validates on 1 row of each label with 2 or more.
+    assert result["train_rows"] == len(contenders.read_split(tmp_path)["train"]) in range(77, 80)
+    assert result["test_rows"] == 16 and len(result["epoch_seconds"]) == 1
+    assert 0.0 <= result["test_acc"] <= 1.0
+    assert "freeze=top2" in result["overrides"]
+    assert result["optimizer"].startswith("Adam(")
