@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -28,12 +29,27 @@ INTENT_FIXTURE = [
     "data.val_fraction=0.25",
 ]
 
-TINY_BERT = {
-    "num_hidden_layers": 4,
-    "hidden_size": 32,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-}
+# The tiny BERT shape, read from conf/model/tiny.yaml (what `model=tiny` builds): 2 layers,
+# 32 hidden, 2 heads, 64 intermediate. Every test that builds a tiny encoder uses this one
+# shape; `tiny_bert_dir` stacks 4 such layers so that freeze=top4 has layers to leave.
+TINY_SHAPE: dict[str, int] = dict(
+    OmegaConf.to_container(OmegaConf.load(CONF / "model" / "tiny.yaml").config_overrides)
+)
+TINY_BERT_DIR_LAYERS = 4
+
+
+def tiny_classifier(num_labels: int = 3, **kwargs):
+    """A Classifier with a random encoder of TINY_SHAPE and MiniLM's vocabulary."""
+    from csft.model.classifier import Classifier
+    from csft.pretrained import packaged_minilm_dir
+
+    return Classifier(
+        packaged_minilm_dir(),
+        num_labels=num_labels,
+        random_init=True,
+        config_overrides=TINY_SHAPE,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -59,13 +75,18 @@ def tokenizer(minilm_dir):
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory, tokenizer) -> Path:
-    """A 4-layer, 32-wide random BERT saved like a pretrained model (with a tokenizer)."""
+    """A random BERT of TINY_SHAPE but 4 layers, saved like a pretrained model (with a
+    tokenizer)."""
     import torch
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny-bert")
-    BertModel(BertConfig(vocab_size=len(tokenizer), **TINY_BERT)).save_pretrained(path)
+    BertModel(
+        BertConfig(
+            vocab_size=len(tokenizer), **{**TINY_SHAPE, "num_hidden_layers": TINY_BERT_DIR_LAYERS}
+        )
+    ).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

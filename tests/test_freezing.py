@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from conftest import TINY_BERT_DIR_LAYERS
 
 from csft.errors import ConfigError
 from csft.model.classifier import Classifier
 from csft.model.freezing import FreezePolicy, count_parameters
 
-LAYERS = 4  # the tiny BERT's depth
+LAYERS = TINY_BERT_DIR_LAYERS  # the depth of the tiny BERT in tiny_bert_dir
 
 
 def build(tiny_bert_dir, policy: FreezePolicy, pooling: str = "mean") -> Classifier:
@@ -57,8 +58,11 @@ def test_cls_pooler_trains_with_top_layers_but_not_in_a_linear_probe(tiny_bert_d
 
 
 def test_more_layers_than_the_encoder_has_is_a_config_error(tiny_bert_dir):
-    with pytest.raises(ConfigError, match=r"freeze.trainable_layers=6.*encoder has 4 layers"):
-        build(tiny_bert_dir, FreezePolicy("top6", 6, False))
+    deeper = LAYERS + 2
+    with pytest.raises(
+        ConfigError, match=rf"freeze.trainable_layers={deeper}.*encoder has {LAYERS} layers"
+    ):
+        build(tiny_bert_dir, FreezePolicy(f"top{deeper}", deeper, False))
 
 
 def test_frozen_modules_stay_in_eval_mode_when_training(tiny_bert_dir):
@@ -66,7 +70,7 @@ def test_frozen_modules_stay_in_eval_mode_when_training(tiny_bert_dir):
     model.train()
     layers = model.encoder.encoder.layer
     assert not model.encoder.embeddings.training
-    assert [layer.training for layer in layers] == [False, False, True, True]
+    assert [layer.training for layer in layers] == [False] * (LAYERS - 2) + [True, True]
     assert model.head.training
     model.eval()
     assert not any(layer.training for layer in layers)

@@ -5,21 +5,15 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import tiny_classifier
 
 from csft.model.classifier import Classifier, NonFiniteLossError
 from csft.model.losses import CrossEntropy
 
-TINY = {
-    "num_hidden_layers": 2,
-    "hidden_size": 32,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-}
 
-
-def tiny(minilm_dir, **kwargs) -> Classifier:
+def tiny(**kwargs) -> Classifier:
     torch.manual_seed(0)
-    return Classifier(minilm_dir, num_labels=3, random_init=True, config_overrides=TINY, **kwargs)
+    return tiny_classifier(**kwargs)
 
 
 def batch(length: int, rows: int = 4) -> dict[str, torch.Tensor]:
@@ -32,7 +26,7 @@ def batch(length: int, rows: int = 4) -> dict[str, torch.Tensor]:
     }
 
 
-def test_compiled_encoder_does_not_recompile_per_padded_length(minilm_dir):
+def test_compiled_encoder_does_not_recompile_per_padded_length():
     compiled_graphs = []
 
     def counting_backend(graph, example_inputs):
@@ -40,8 +34,8 @@ def test_compiled_encoder_does_not_recompile_per_padded_length(minilm_dir):
         return graph.forward
 
     torch._dynamo.reset()
-    model = tiny(minilm_dir, compile=True, compile_backend=counting_backend).eval()
-    reference = tiny(minilm_dir).eval()
+    model = tiny(compile=True, compile_backend=counting_backend).eval()
+    reference = tiny().eval()
     for length in (5, 9, 13, 21):
         b = batch(length)
         with torch.no_grad():
@@ -63,18 +57,10 @@ class ExplodingLoss(CrossEntropy):
         return loss * float("nan") if self.calls > 2 else loss
 
 
-def test_a_non_finite_loss_stops_the_run_naming_the_step(minilm_dir):
+def test_a_non_finite_loss_stops_the_run_naming_the_step():
     from functools import partial
 
-    torch.manual_seed(0)
-    model = Classifier(
-        minilm_dir,
-        num_labels=3,
-        loss=ExplodingLoss(),
-        random_init=True,
-        config_overrides=TINY,
-        optimizer=partial(torch.optim.Adam, lr=1e-3),
-    )
+    model = tiny(loss=ExplodingLoss(), optimizer=partial(torch.optim.Adam, lr=1e-3))
     loader = torch.utils.data.DataLoader([batch(6)] * 5, batch_size=None)
     trainer = pl.Trainer(
         max_epochs=1,

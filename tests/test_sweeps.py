@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -92,15 +91,36 @@ def test_wandb_offline_multirun_gives_each_job_its_own_run(tmp_path):
 
 
 def test_optuna_search_records_its_trials_in_sqlite(tmp_path):
+    import optuna
+    import yaml
+
     sweep_dir = tmp_path / "search"
+    # val/loss, not the default val/acc: the tiny model's val/acc on 6 rows is the same in
+    # every trial, its loss differs, so each trial's value can be told apart. A loss is
+    # minimised: the study's direction follows the metric's name.
     sweep(
         sweep_dir,
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=3",
         "hydra.sweeper.sampler.n_startup_trials=2",
+        "optimized_metric=val/loss",
     )
-    assert len(job_dirs(sweep_dir)) == 3
-    with sqlite3.connect(sweep_dir / "optuna.db") as db:
-        states = [row[0] for row in db.execute("select state from trials")]
-    assert len(states) == 3
-    assert (sweep_dir / "optimization_results.yaml").is_file()
+    jobs = job_dirs(sweep_dir)
+    assert [job.name for job in jobs] == ["0", "1", "2"]
+    study = optuna.load_study(study_name="csft", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    # Each trial is one job: the study holds the job's sampled values and its best score.
+    scores = []
+    for trial, job in zip(trials, jobs, strict=True):
+        results = json.loads((job / "metrics.json").read_text())
+        scores.append(results["best_score"])
+        assert trial.value == pytest.approx(results["best_score"], abs=1e-6), job
+        assert results["best_score"] == pytest.approx(results["val/loss"], abs=1e-6), job
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        assert f"optim.lr={trial.params['optim.lr']}" in overrides, job
+    assert len(set(scores)) == 3, scores  # distinct values: the matching above can fail
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(min(scores), abs=1e-6)
+    assert best["best_params"] == study.best_trial.params

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import FIXTURES, INTENT_FIXTURE, ROOT, assert_same_logits, compose, tiny_overrides
+from conftest import (
+    FIXTURES,
+    INTENT_FIXTURE,
+    ROOT,
+    assert_same_logits,
+    compose,
+    tiny_classifier,
+    tiny_overrides,
+)
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from csft.errors import ConfigError
@@ -38,29 +48,64 @@ def intent_run(tmp_path_factory):
 
 
 def test_fast_dev_run_on_banking77_exports_a_pipeline_ready_model(tmp_path, data_dir):
+    import torch.nn.functional as F
     from transformers import pipeline
 
-    _, results = run(tmp_path, "debug=fdr")
+    from csft.evaluate import load_exported
+    from csft.instantiation import instantiate_unwrapping_errors
+
+    cfg, _ = run(tmp_path, "debug=fdr")
+    model_dir = tmp_path / "model"
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["test/acc"] == results["test/acc"]
     assert {"test/acc", "test/f1_macro", "test/loss"} <= saved.keys()
-    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    config = json.loads((model_dir / "config.json").read_text())
     categories = json.loads((data_dir / "banking77" / "categories.json").read_text())
     assert sorted(config["id2label"].values()) == sorted(categories)
     assert all(config["id2label"][str(i)] == name for name, i in config["label2id"].items())
-    classify = pipeline(
-        "text-classification", model=str(tmp_path / "model"), trust_remote_code=True
-    )
-    prediction = classify("I still have not received my new card")[0]
-    assert prediction["label"] in config["label2id"]
+
+    # The reported test numbers are the exported model's: fast_dev_run tests one batch (the
+    # shortest test rows), and the export, with its own tokenizer, scores that batch the same.
+    data = instantiate_unwrapping_errors(cfg.data, tokenizer=str(model_dir))
+    data.prepare_data()
+    data.setup("test")
+    batch = next(iter(data.test_dataloader()))
+    exported = load_exported(model_dir)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        logits = exported(**inputs).logits
+    labels = batch["labels"]
+    assert saved["test/loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), abs=1e-4)
+    accuracy = (logits.argmax(-1) == labels).double().mean().item()
+    assert saved["test/acc"] == pytest.approx(accuracy, abs=1e-6)
+
+    # The pipeline says what the exported weights predict, named as the training data names it.
+    message = "I still have not received my new card"
+    classify = pipeline("text-classification", model=str(model_dir), trust_remote_code=True)
+    prediction = classify(message)[0]
+    with torch.no_grad():
+        probabilities = (
+            exported(**data.tokenizer(message, return_tensors="pt")).logits[0].softmax(-1)
+        )
+    assert prediction["label"] == data.id2label[int(probabilities.argmax())]
+    assert prediction["score"] == pytest.approx(probabilities.max().item(), abs=1e-5)
 
 
 def test_run_leaves_checkpoint_metrics_log_and_model(intent_run):
     out, results = intent_run
     assert results["best_checkpoint"].startswith(str(out / "checkpoints"))
     assert os.path.isfile(results["best_checkpoint"])
-    assert (out / "csv" / "metrics.csv").read_text().count("val/acc") >= 1
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 3
+    # The CSV log has a numeric val/acc for each of the 3 epochs, then the best checkpoint's
+    # (measured after fit, logged at epoch 3), which is the one metrics.json reports.
+    with (out / "csv" / "metrics.csv").open() as handle:
+        val_acc = [
+            (int(r["epoch"]), float(r["val/acc"])) for r in csv.DictReader(handle) if r["val/acc"]
+        ]
+    assert [epoch for epoch, _ in val_acc] == [0, 1, 2, 3]
+    assert all(math.isfinite(value) for _, value in val_acc)
+    best_epoch = int(Path(results["best_checkpoint"]).stem.removeprefix("epoch"))
+    assert val_acc[best_epoch][1] == pytest.approx(results["best_score"], abs=1e-6)
+    assert val_acc[-1][1] == pytest.approx(results["val/acc"], abs=1e-6)
     checkpoint = torch.load(results["best_checkpoint"], weights_only=False)
     assert checkpoint["id2label"] == {0: "card_lost", 1: "refund", 2: "transfer"}
 
@@ -71,21 +116,9 @@ def test_export_reproduces_the_trained_model_outputs(tmp_path, tokenizer, poolin
 
     from csft.data.encoding import Encoding
     from csft.export import export_model
-    from csft.model.classifier import Classifier
-    from csft.pretrained import packaged_minilm_dir
 
-    model = Classifier(
-        packaged_minilm_dir(),
-        num_labels=3,
-        id2label={0: "card_lost", 1: "refund", 2: "transfer"},
-        pooling=pooling,
-        random_init=True,
-        config_overrides={
-            "num_hidden_layers": 2,
-            "hidden_size": 32,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-        },
+    model = tiny_classifier(
+        id2label={0: "card_lost", 1: "refund", 2: "transfer"}, pooling=pooling
     ).eval()
     export_model(model, tokenizer, Encoding(), tmp_path / "model")
     exported = AutoModelForSequenceClassification.from_pretrained(
@@ -97,7 +130,11 @@ def test_export_reproduces_the_trained_model_outputs(tmp_path, tokenizer, poolin
     classify = pipeline(
         "text-classification", model=str(tmp_path / "model"), trust_remote_code=pooling == "mean"
     )
-    assert classify("my card is lost")[0]["label"] in {"card_lost", "refund", "transfer"}
+    # The pipeline's label is the trained model's own top class, by its own name.
+    batch = tokenizer("my card is lost", return_tensors="pt")
+    with torch.no_grad():
+        top = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).argmax()
+    assert classify("my card is lost")[0]["label"] == model.hparams.id2label[int(top)]
 
 
 def test_same_seed_same_metrics(tmp_path, intent_run):
@@ -197,7 +234,7 @@ def test_cli_bad_input_prints_one_clear_error(tmp_path):
 
 
 def test_model_bert_runs_from_a_local_folder(tmp_path, tiny_bert_dir):
-    """`model=bert model.name_or_path=/dir freeze=top4` (the tiny BERT has 4 layers)."""
+    """`model=bert model.name_or_path=/dir freeze=top4` (tiny_bert_dir has 4 layers)."""
     _, results = run(
         tmp_path,
         *INTENT_DATA,

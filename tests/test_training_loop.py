@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from conftest import INTENT_FIXTURE, compose, tiny_overrides
+from conftest import INTENT_FIXTURE, assert_same_logits, compose, tiny_overrides
 from recording import read
 
 from csft.train import train
@@ -124,12 +124,14 @@ def test_a_run_without_a_test_file_trains_and_exports_the_best_checkpoint(tmp_pa
     assert torch.equal(exported["classifier.weight"], best["head.classifier.weight"])
 
 
-def test_any_checkpoint_loads_back_with_load_from_checkpoint(tmp_path):
+def test_any_checkpoint_loads_back_with_load_from_checkpoint(tmp_path, tokenizer):
     """The Lightning convention: `Classifier.load_from_checkpoint(path)` gives the model that
-    was saved (same logits), for every checkpoint a default run writes."""
+    was saved (same logits), for every checkpoint a default run writes; the best one is the
+    model the run exported."""
+    from csft.evaluate import load_exported
     from csft.model.classifier import Classifier
 
-    recorded_run(tmp_path, "freeze=top2", "trainer.max_epochs=2")
+    results, _ = recorded_run(tmp_path, "freeze=top2", "trainer.max_epochs=2")
     checkpoints = sorted((tmp_path / "checkpoints").glob("*.ckpt"))
     names = {p.name for p in checkpoints}
     assert "last.ckpt" in names and any(name.startswith("epoch") for name in names), names
@@ -144,3 +146,5 @@ def test_any_checkpoint_loads_back_with_load_from_checkpoint(tmp_path):
         assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
         with torch.no_grad():
             assert torch.equal(loaded(ids, mask, None), reference(ids, mask, None))
+    best = Classifier.load_from_checkpoint(results["best_checkpoint"]).eval()
+    assert_same_logits(best, load_exported(tmp_path / "model"), tokenizer)
