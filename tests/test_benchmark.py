@@ -355,6 +355,7 @@ def test_benchmark_runs_every_contender_and_writes_the_table(tmp_path, data_dir)
     assert "`experiment=banking77 seed=42" in markdown
 
 
+@pytest.mark.slow  # the real MiniLM, fitted on 80 Banking77 rows
 def test_csft_contender_fits_the_recipe_in_process(tmp_path, data_dir):
     """compose → csft.train.build → fit → test on a tiny slice, as a worker runs it."""
     args = bench_args(tmp_path, "--train-rows", "80", "--test-rows", "16", "--epochs", "1")

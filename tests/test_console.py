@@ -42,7 +42,15 @@ import logging, sys, warnings
 original_showwarning = warnings.showwarning
 import pytorch_lightning  # adds its stderr handler: the root has none yet
 import transformers.utils.logging as hf_logging
+from lightning_fabric.strategies.launchers import subprocess_script as fabric_launcher
+from pytorch_lightning.strategies.launchers import subprocess_script as pl_launcher
+from transformers import AutoTokenizer, BertModel  # some libraries filter warnings on import
+launchers = (pl_launcher._hydra_subprocess_cmd, fabric_launcher._hydra_subprocess_cmd)
+filters = list(warnings.filters)
+import csft.train, csft.evaluate  # the entry points: importing them patches nothing
 from csft.console import quiet_libraries
+assert (pl_launcher._hydra_subprocess_cmd, fabric_launcher._hydra_subprocess_cmd) == launchers
+assert list(warnings.filters) == filters, "importing csft changed the warning filters"
 
 lightning = logging.getLogger("pytorch_lightning")
 fabric = logging.getLogger("lightning_fabric")

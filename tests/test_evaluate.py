@@ -49,11 +49,13 @@ def dstc9_run(tmp_path_factory, data_dir):
     return out, json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow  # a DSTC9 run and three evaluate processes on the real data (~40 s)
 def test_a_run_is_scored_on_its_own_data_and_seed(dstc9_run, tmp_path):
     """No data= given: the run's saved data config, seed 7 included, so the test split is the
-    one the run held out (seed 42's split holds other rows, some of them trained on)."""
+    one the run held out (seed 42's split holds other rows, some of them trained on). The
+    run's model/ folder finds the run's config in its parent."""
     run_dir, _ = dstc9_run
-    done = evaluate_cli(f"run_dir={run_dir}", f"hydra.run.dir={tmp_path}")
+    done = evaluate_cli(f"run_dir={run_dir / 'model'}", f"hydra.run.dir={tmp_path}")
     assert done.returncode == 0, done.stderr
     scored = json.loads((tmp_path / "metrics.json").read_text())
     # The run's own report evaluated the export on its test split in-process.
@@ -67,14 +69,7 @@ def test_a_run_is_scored_on_its_own_data_and_seed(dstc9_run, tmp_path):
     assert json.loads((tmp_path / "s" / "metrics.json").read_text())["rows"] != scored["rows"]
 
 
-def test_the_model_folder_of_a_run_finds_the_run_config(dstc9_run, tmp_path):
-    run_dir, _ = dstc9_run
-    done = evaluate_cli(f"run_dir={run_dir / 'model'}", f"hydra.run.dir={tmp_path}")
-    assert done.returncode == 0, done.stderr
-    reported = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
-    assert json.loads((tmp_path / "metrics.json").read_text()) == reported
-
-
+@pytest.mark.slow  # shares the DSTC9 run
 def test_an_export_without_a_run_needs_data(dstc9_run, tmp_path):
     import shutil
 

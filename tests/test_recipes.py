@@ -22,6 +22,7 @@ def test_the_shipped_recipes_are_found():
     assert {"banking77", "bitext_pairs", "dstc9_binary", "dstc9_ratings"} <= set(RECIPES)
 
 
+@pytest.mark.slow  # the real MiniLM on each recipe's real data
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_runs_a_fast_dev_run_and_reports_its_test_metric(tmp_path, data_dir, recipe):
     cfg = compose(
