@@ -60,6 +60,7 @@ def build(cfg: DictConfig) -> tuple[FileDataModule, Classifier, pl.Trainer]:
         )
     loss = instantiate_unwrapping_errors(cfg.loss, _convert_="all")
     datamodule = instantiate_unwrapping_errors(cfg.data, tokenizer=cfg.model.name_or_path)
+    loss.check_task(datamodule.task)  # before reading any data: a mismatch fails at once
     datamodule.prepare_data()
     datamodule.setup("fit")
     loss.bind(datamodule.task, datamodule.class_counts())

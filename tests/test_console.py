@@ -6,11 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from conftest import INTENT_FIXTURE, ROOT
 
 LIBRARY_NOISE = ["LOAD REPORT", "UNEXPECTED", "Loading weights", "litlogger", "deprecated"]
 
 
+@pytest.mark.slow  # the real MiniLM (its load report is what must stay off the console)
 def test_a_run_prints_csft_lines_and_results_and_logs_library_noise_to_the_file(tmp_path):
     """The packaged MiniLM has pooler weights csft drops: transformers reports them."""
     run_dir = tmp_path / "run"

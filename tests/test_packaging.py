@@ -71,6 +71,7 @@ def test_wheel_ships_every_config_and_py_typed(wheel):
     assert not [name for name in names if name.startswith(("conf/", "tests/"))]
 
 
+@pytest.mark.slow  # a fresh venv and a process per install
 def test_installed_wheel_composes_its_config_from_any_directory(wheel, tmp_path):
     """The wheel alone (--no-deps) in a fresh venv, whose .pth adds this environment's
     site-packages for torch & co. A plain path line there does not run this environment's

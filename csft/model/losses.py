@@ -25,14 +25,18 @@ class Loss(nn.Module):
     name: str
     task: str
 
-    def bind(self, task: str, class_counts: Sequence[int] | None) -> Loss:
-        """Check the loss fits the data's task; subclasses also size per-class options."""
+    def check_task(self, task: str) -> None:
+        """The loss must fit the task the data declares (known before any data is read)."""
         if task != self.task:
             raise ConfigError(
                 f"loss={self.name} is a {self.task} loss, but the data's task is {task} "
                 f"(data.task); drop the loss= override (loss=auto follows the data) or use "
                 f"loss={'ce' if task == CLASSIFICATION else 'mse'}."
             )
+
+    def bind(self, task: str, class_counts: Sequence[int] | None) -> Loss:
+        """Check the task and size per-class options to the train split's classes."""
+        self.check_task(task)
         return self
 
     def hparams(self) -> dict[str, Any]:
@@ -74,7 +78,7 @@ class CrossEntropy(Loss):
         self.register_buffer("weight", weight, persistent=False)
 
     def bind(self, task: str, class_counts: Sequence[int] | None) -> CrossEntropy:
-        super().bind(task, class_counts)
+        self.check_task(task)
         if self.class_weights is None:
             return self
         counts = list(class_counts or [])
