@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import INTENT_FIXTURE, ROOT
 
 LIBRARY_NOISE = ["LOAD REPORT", "UNEXPECTED", "Loading weights", "litlogger", "deprecated"]
