@@ -74,8 +74,7 @@ class Classifier(pl.LightningModule):
         if isinstance(loss, Mapping):  # as saved in a checkpoint's hyperparameters
             loss = from_hparams(loss)
         loss = loss or loss_for_task(task)
-        if loss.task != task:
-            raise ConfigError(f"loss={loss.name} is a {loss.task} loss; the task is {task}.")
+        loss.check_task(task)
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "freeze", "loss"])
         self.hparams["freeze"] = asdict(freeze)
         self.hparams["loss"] = loss.hparams()
