@@ -19,88 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from csft.console import quiet_libraries
 from csft.data.example import CLASSIFICATION
-from csft.errors import ConfigError, CsftError, DataError
-from csft.export import METADATA, read_metadata
+from csft.errors import ConfigError, CsftError
+from csft.export import load_exported, read_metadata, resolve_model_dir
 from csft.instantiation import instantiate_unwrapping_errors
-from csft.model.hf_modeling import CsftBertForSequenceClassification
 from csft.model.metrics import task_metrics, update_metrics
 from csft.resolvers import register_resolvers
 
 log = logging.getLogger("csft.evaluate")
 register_resolvers()
-
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """A run dir (holding model/) or an exported model folder."""
-    path = Path(path)
-    for candidate in (path, path / "model"):
-        if (candidate / METADATA).is_file():
-            return candidate
-    raise ConfigError(f"run_dir={path}: neither it nor {path / 'model'} is a csft export.")
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
-
-
-def _read_config(model_dir: Path) -> Any:
-    """config.json as a BertConfig, read by csft so a broken file is one error naming it."""
-    from transformers import BertConfig
-
-    path = model_dir / CONFIG
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found (every export has one).") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot be read (not valid JSON?): {_one_line(err)}") from None
-    if not isinstance(values, dict) or values.get("model_type") != "bert":
-        raise DataError(f"{path}: not the config of a BERT model (csft exports are BERT).")
-    try:
-        return BertConfig.from_dict(values)
-    except (TypeError, ValueError) as err:
-        raise DataError(f"{path}: not a usable BERT config: {_one_line(err)}") from None
-
-
-def load_exported(model_dir: Path) -> Any:
-    """The export's weights in csft's own model class for its pooling, in eval mode.
-
-    The folder's `modeling_csft.py` (named in config.auto_map for `pipeline` users) is never
-    imported: csft never executes code that a model folder brings with it. A missing,
-    truncated or mismatched file is one DataError naming it, not a loader traceback.
-    """
-    from safetensors import SafetensorError
-    from transformers import BertForSequenceClassification
-
-    classes = {"cls": BertForSequenceClassification, "mean": CsftBertForSequenceClassification}
-    pooling = read_metadata(model_dir).get("pooling")
-    if pooling not in classes:
-        raise DataError(
-            f"{model_dir / METADATA}: pooling={pooling!r}; expected one of {sorted(classes)}."
-        )
-    config = _read_config(model_dir)
-    weights = model_dir / WEIGHTS
-    if not weights.is_file():
-        raise DataError(f"{weights}: not found (the export's weights).")
-    try:
-        model, info = classes[pooling].from_pretrained(
-            model_dir, config=config, use_safetensors=True, output_loading_info=True
-        )
-    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-        raise DataError(
-            f"{weights}: cannot be read (truncated or corrupt?): {_one_line(err)}"
-        ) from None
-    # A weights file that does not fit would otherwise leave layers randomly initialised.
-    unfit = sorted(info["missing_keys"]) + sorted(str(k) for k in info["mismatched_keys"])
-    if unfit:
-        raise DataError(
-            f"{weights}: does not fit {model_dir / CONFIG} with pooling={pooling} "
-            f"(missing or mis-shaped: {', '.join(unfit[:5])})."
-        )
-    return model.eval()
 
 
 @torch.no_grad()

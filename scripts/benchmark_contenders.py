@@ -265,7 +265,8 @@ def run_csft_predict(args: Any, name: str) -> dict[str, Any]:
 
     from csft.data.encoding import encode
     from csft.data.example import Example
-    from csft.evaluate import load_exported, predict_split
+    from csft.evaluate import predict_split
+    from csft.export import load_exported
 
     model_dir = Path(args.workdir) / "export"
     model = load_exported(model_dir)

@@ -68,7 +68,7 @@ def broken_copy(source: Path, target: Path) -> Path:
 def test_load_exported_uses_csfts_own_class_and_reproduces_the_model(exports, tokenizer, pooling):
     from transformers import BertForSequenceClassification
 
-    from csft.evaluate import load_exported
+    from csft.export import load_exported
     from csft.model.hf_modeling import CsftBertForSequenceClassification
 
     model, export = exports[pooling]

@@ -51,7 +51,7 @@ def test_fast_dev_run_on_banking77_exports_a_pipeline_ready_model(tmp_path, data
     import torch.nn.functional as F
     from transformers import pipeline
 
-    from csft.evaluate import load_exported
+    from csft.export import load_exported
     from csft.instantiation import instantiate_unwrapping_errors
 
     cfg, _ = run(tmp_path, "debug=fdr")
@@ -176,7 +176,7 @@ def test_regression_with_mse_reports_regression_metrics(tmp_path):
 
 
 def test_evaluate_writes_metrics_confusion_matrix_and_per_class_report(tmp_path, intent_run):
-    from csft.evaluate import resolve_model_dir
+    from csft.export import resolve_model_dir
 
     run_dir, results = intent_run
     command = [

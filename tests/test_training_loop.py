@@ -128,7 +128,7 @@ def test_any_checkpoint_loads_back_with_load_from_checkpoint(tmp_path, tokenizer
     """The Lightning convention: `Classifier.load_from_checkpoint(path)` gives the model that
     was saved (same logits), for every checkpoint a default run writes; the best one is the
     model the run exported."""
-    from csft.evaluate import load_exported
+    from csft.export import load_exported
     from csft.model.classifier import Classifier
 
     results, _ = recorded_run(tmp_path, "freeze=top2", "trainer.max_epochs=2")
