@@ -105,6 +105,7 @@ RULES: dict[str, Rule] = {
     "data.max_queries_per_intent": NULL | integer(1),
     "data.threshold": number(ge=0, le=1),
     "data.pad_to_multiple_of": NULL | integer(1),
+    "handoff.target_accuracy": number(gt=0, le=1),
     "data.pool_batches": integer(1),
     "data.num_workers": integer(0),
     "model.dropout": number(ge=0, lt=1),

@@ -22,6 +22,7 @@ from csft.data.example import CLASSIFICATION
 from csft.errors import ConfigError, CsftError
 from csft.export import load_exported, read_metadata, resolve_model_dir
 from csft.instantiation import instantiate_unwrapping_errors
+from csft.model.calibration import at_threshold, coverage_curve, expected_calibration_error
 from csft.model.metrics import task_metrics, update_metrics
 from csft.resolvers import register_resolvers
 
@@ -92,8 +93,83 @@ def plot_confusion(matrix: torch.Tensor, names: list[str], path: Path) -> None:
     plt.close(fig)
 
 
+def confidence_report(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    calibration: dict[str, Any] | None,
+    split: str,
+    out_dir: Path,
+) -> dict[str, float]:
+    """Calibration error before/after the export's temperature, the coverage–accuracy curve
+    (CSV + PNG) and the test coverage and accuracy at the run's hand-off threshold."""
+    temperature = calibration["temperature"] if calibration else 1.0
+    probs = logits.double().softmax(-1)
+    confidence, predicted = probs.max(-1)
+    correct = predicted == labels
+    results = {
+        # The export's logits are logits / T: times T gives the uncalibrated ones back.
+        f"{split}/ece_uncalibrated": expected_calibration_error(
+            (logits.double() * temperature).softmax(-1), labels
+        ),
+        f"{split}/ece": expected_calibration_error(probs, labels),
+    }
+    curve = coverage_curve(confidence, correct)
+    with (out_dir / "coverage_accuracy.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["threshold", "coverage", "accuracy"])
+        writer.writeheader()
+        writer.writerows({k: round(v, 6) for k, v in point.items()} for point in curve)
+    threshold = calibration["threshold"] if calibration else None
+    if threshold is not None:
+        coverage, accuracy = at_threshold(confidence, correct, threshold)
+        results[f"{split}/handoff_coverage"] = coverage
+        results[f"{split}/handoff_accuracy"] = accuracy
+    plot_coverage(
+        curve,
+        calibration,
+        results.get(f"{split}/handoff_coverage"),
+        out_dir / "coverage_accuracy.png",
+    )
+    return {k: round(v, 6) for k, v in results.items()}
+
+
+def plot_coverage(
+    curve: list[dict[str, float]],
+    calibration: dict[str, Any] | None,
+    coverage: float | None,
+    path: Path,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot([p["coverage"] for p in curve], [p["accuracy"] for p in curve], lw=1.5)
+    if calibration:
+        target = calibration["target_accuracy"]
+        ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:.0%}")
+        if coverage is not None:
+            ax.axvline(
+                coverage,
+                color="tab:red",
+                ls=":",
+                lw=1,
+                label=f"threshold {calibration['threshold']:.3f}: {coverage:.1%} answered",
+            )
+        ax.legend(loc="lower left")
+    ax.set_xlabel("coverage (share answered without a human)")
+    ax.set_ylabel("accuracy on the answered share")
+    ax.set_title("answer only when confidence ≥ t")
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def evaluate(model_dir: Path, datamodule: Any, split: str, out_dir: Path) -> dict[str, Any]:
-    """Score an exported model on one split and write metrics, confusion matrix, report."""
+    """Score an exported model on one split and write metrics, confusion matrix, per-class
+    report and (classification) the confidence report."""
     model = load_exported(model_dir)
     config = model.config
     datamodule.prepare_data()
@@ -126,6 +202,8 @@ def evaluate(model_dir: Path, datamodule: Any, split: str, out_dir: Path) -> dic
             writer = csv.DictWriter(handle, ["label", "precision", "recall", "f1", "support"])
             writer.writeheader()
             writer.writerows(per_class_rows(matrix, names))
+        calibration = read_metadata(model_dir).get("calibration")
+        results |= confidence_report(outputs, labels, calibration, split, out_dir)
     (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     return results
 

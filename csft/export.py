@@ -1,39 +1,63 @@
 """Export a trained Classifier as a Hugging Face model folder that `pipeline` loads.
 
-`pooling=cls` exports a plain `BertForSequenceClassification` (same pooler, same head, same
-numbers). `pooling=mean` exports the same weights with a small model class
-(`modeling_csft.py`, named in `config.auto_map`; load with `trust_remote_code=True`).
-`csft.json` beside it records what evaluation needs: task, pooling and encoding settings.
-csft itself never imports that file: `csft.evaluate` loads the weights into csft's own
-class for the recorded pooling.
+`pooling=cls` (the default) exports a plain `BertForSequenceClassification` (same pooler,
+same head, same numbers): `pipeline("text-classification", model=dir)` loads it as it is.
+`pooling=mean` exports the same weights with a small model class (`modeling_csft.py`, named
+in `config.auto_map` under its own model type): it loads with `trust_remote_code=True`, and
+without it transformers stops with an error asking for it. csft itself never imports that
+file: it loads the weights into its own class for the recorded pooling.
+
+The saved tokenizer encodes as training did: `model_max_length` is the run's
+`data.max_length` and it truncates from the left (the latest turns survive). The run's
+temperature (csft.model.calibration) is folded into the head, so every reader of the folder
+gets calibrated scores; `csft.json` records it with the hand-off threshold, the task, the
+pooling and the encoding settings, and `README.md` says how to call the model.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import hydra
+import torch
+from omegaconf import DictConfig
+
+import csft
+from csft.console import quiet_libraries
 from csft.data.encoding import Encoding
-from csft.errors import ConfigError, DataError
+from csft.errors import ConfigError, CsftError, DataError
 from csft.model import hf_modeling
+from csft.model.calibration import Calibration
 from csft.model.classifier import Classifier
 
 METADATA = "csft.json"
 REMOTE_CODE = "modeling_csft.py"
+MODEL_CARD = "README.md"
+TOKENIZER_CONFIG = "tokenizer_config.json"
 # What evaluation and deployment read from csft.json.
 METADATA_KEYS = ("task", "pooling", "encoding")
 
 
 def export_model(
-    classifier: Classifier, tokenizer: Any, encoding: Encoding, out_dir: str | Path
+    classifier: Classifier,
+    tokenizer: Any,
+    encoding: Encoding,
+    out_dir: str | Path,
+    calibration: Calibration | None = None,
+    pair_task: bool = False,
+    speaker_markers: dict[str, str] | None = None,
 ) -> Path:
-    """Write weights, config (with id2label / label2id), tokenizer and csft.json to out_dir.
+    """Write weights, config (with id2label / label2id), tokenizer, csft.json and README.md.
 
-    The folder is written under a temporary name and moved into place at the end, so an
-    earlier export is never left half overwritten.
+    With a calibration, the head's weights and bias are divided by its temperature (the
+    logits become logits / T; no argmax changes). The folder is written under a temporary
+    name and moved into place at the end, so an earlier export is never left half
+    overwritten.
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -57,32 +81,114 @@ def export_model(
     if classifier.pooling == "cls":
         model = AutoModelForSequenceClassification.from_config(config)
     else:
+        config = hf_modeling.CsftBertMeanConfig.from_dict(config.to_dict())
         config.architectures = ["CsftBertForSequenceClassification"]
         config.auto_map = {
-            "AutoModelForSequenceClassification": "modeling_csft.CsftBertForSequenceClassification"
+            "AutoConfig": "modeling_csft.CsftBertMeanConfig",
+            "AutoModelForSequenceClassification": "modeling_csft.CsftBertForSequenceClassification",
         }
         model = hf_modeling.CsftBertForSequenceClassification(config)
     model.bert.load_state_dict(encoder.state_dict())
     model.classifier.load_state_dict(classifier.head.classifier.state_dict())
+    if calibration is not None:
+        with torch.no_grad():
+            model.classifier.weight /= calibration.temperature
+            model.classifier.bias /= calibration.temperature
 
     out_dir = Path(out_dir)
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    _encode_as_trained(staging / TOKENIZER_CONFIG, encoding)
     if classifier.pooling != "cls":
         shutil.copyfile(hf_modeling.__file__, staging / REMOTE_CODE)
     metadata = {
         "task": classifier.task,
         "pooling": classifier.pooling,
         "encoding": asdict(encoding),
+        "pair_task": pair_task,
+        "speaker_markers": dict(speaker_markers) if speaker_markers else None,
         "trust_remote_code": classifier.pooling != "cls",
+        "calibration": calibration.to_dict() if calibration else None,
+        "base_model": classifier.hparams.get("name_or_path"),
+        "csft_version": csft.__version__,
     }
     (staging / METADATA).write_text(json.dumps(metadata, indent=2))
+    (staging / MODEL_CARD).write_text(model_card(metadata, config))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
     return out_dir
+
+
+def _encode_as_trained(path: Path, encoding: Encoding) -> None:
+    """The saved tokenizer truncates like training: at data.max_length, from the left."""
+    values = json.loads(path.read_text(encoding="utf-8"))
+    values["model_max_length"] = encoding.max_length
+    values["truncation_side"] = "left"
+    path.write_text(json.dumps(values, indent=2, ensure_ascii=False))
+
+
+def model_card(metadata: dict[str, Any], config: Any) -> str:
+    """README.md of the folder: what it is and the calls that reproduce csft's encoding."""
+    encoding = metadata["encoding"]
+    trust = ", trust_remote_code=True" if metadata["trust_remote_code"] else ""
+    lines = [
+        "# csft export",
+        "",
+        f"Task: {metadata['task']}; pooling: {metadata['pooling']}; base model: "
+        f"{metadata['base_model']}; csft {metadata['csft_version']}.",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        f'classify = pipeline("text-classification", model="<this folder>"{trust})',
+    ]
+    separator = encoding["turn_separator"]
+    if metadata["pair_task"]:
+        lines += [
+            "# pairs: the message (earlier turns first) and the reply, truncated from the left",
+            f'text = "{separator}".join([*earlier_turns, message])',
+            'classify({"text": text, "text_pair": reply}, truncation="only_first")',
+        ]
+    else:
+        lines += [
+            f"# earlier turns first, joined by {separator!r}; cut from the left at "
+            f"{encoding['max_length']} tokens",
+            f'classify("{separator}".join([*earlier_turns, message]), truncation=True)',
+        ]
+    lines += ["```", ""]
+    if metadata["trust_remote_code"]:
+        lines += [
+            "Mean pooling is not a stock transformers architecture: this folder carries "
+            f"`{REMOTE_CODE}` and loads only with `trust_remote_code=True` (read the file "
+            "first). Without it transformers stops with an error. csft loads it without "
+            "running that file: `python -m csft.predict model_dir=<this folder> ...`.",
+            "",
+        ]
+    if metadata["pair_task"]:
+        lines += [
+            f"Replies longer than {encoding['max_response_length']} tokens were cut to that "
+            "length in training; `pipeline` keeps them whole, `csft.predict` cuts them.",
+            "",
+        ]
+    calibration = metadata.get("calibration")
+    if calibration:
+        lines += [
+            f"Scores are calibrated (temperature {calibration['temperature']:.3f}, folded into "
+            f"the head). Hand-off: answer when the top score is ≥ "
+            f"{calibration['threshold']:.4f}, otherwise pass to a human; on validation that "
+            f"answered {calibration['val_coverage']:.1%} of messages at "
+            f"{calibration['val_accuracy']:.2%} accuracy (target "
+            f"{calibration['target_accuracy']:.0%}).",
+            "",
+        ]
+    if metadata["task"] == "regression":
+        lines += [
+            "The single output `score` is the predicted value (`function_to_apply=none`).",
+            "",
+        ]
+    return "\n".join(lines)
 
 
 def read_metadata(model_dir: str | Path) -> dict[str, Any]:
@@ -117,10 +223,14 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
-def _read_config(model_dir: Path) -> Any:
+def read_config(model_dir: Path) -> Any:
     """config.json as a BertConfig, read by csft so a broken file is one error naming it."""
     from transformers import BertConfig
 
+    classes = {
+        "bert": BertConfig,
+        hf_modeling.CsftBertMeanConfig.model_type: hf_modeling.CsftBertMeanConfig,
+    }
     path = model_dir / CONFIG
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
@@ -128,10 +238,10 @@ def _read_config(model_dir: Path) -> Any:
         raise DataError(f"{path}: not found (every export has one).") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: cannot be read (not valid JSON?): {_one_line(err)}") from None
-    if not isinstance(values, dict) or values.get("model_type") != "bert":
+    if not isinstance(values, dict) or values.get("model_type") not in classes:
         raise DataError(f"{path}: not the config of a BERT model (csft exports are BERT).")
     try:
-        return BertConfig.from_dict(values)
+        return classes[values["model_type"]].from_dict(values)
     except (TypeError, ValueError) as err:
         raise DataError(f"{path}: not a usable BERT config: {_one_line(err)}") from None
 
@@ -155,7 +265,7 @@ def load_exported(model_dir: Path) -> Any:
         raise DataError(
             f"{model_dir / METADATA}: pooling={pooling!r}; expected one of {sorted(classes)}."
         )
-    config = _read_config(model_dir)
+    config = read_config(model_dir)
     weights = model_dir / WEIGHTS
     if not weights.is_file():
         raise DataError(f"{weights}: not found (the export's weights).")
@@ -175,3 +285,28 @@ def load_exported(model_dir: Path) -> Any:
             f"(missing or mis-shaped: {', '.join(unfit[:5])})."
         )
     return model.eval()
+
+
+@hydra.main(version_base="1.3", config_path="pkg://csft.conf", config_name="export")
+def main(cfg: DictConfig) -> list[str]:
+    """`python -m csft.export run_dir=<run> format=onnx [quantize=int8]`."""
+    from csft.onnx_export import export_onnx
+
+    quiet_libraries()
+    try:
+        if cfg.format != "onnx":
+            raise ConfigError(
+                f"format={cfg.format!r}: expected onnx (the run already wrote "
+                "the Hugging Face folder)."
+            )
+        written = export_onnx(resolve_model_dir(cfg.run_dir), quantize=cfg.quantize)
+    except CsftError as err:
+        print(f"csft: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    for path in written:
+        print(f"wrote {path}")
+    return [str(p) for p in written]
+
+
+if __name__ == "__main__":
+    main()

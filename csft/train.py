@@ -25,12 +25,13 @@ from omegaconf import DictConfig
 from csft.checks import check_config
 from csft.console import quiet_libraries, results_table
 from csft.data.datamodule import FileDataModule
-from csft.data.example import REGRESSION
+from csft.data.example import CLASSIFICATION, REGRESSION
 from csft.distributed import end_process_group, isolated_job, use_job_subprocess_command
 from csft.errors import ConfigError, CsftError
 from csft.evaluate import evaluate
 from csft.export import export_model
 from csft.instantiation import instantiate_unwrapping_errors
+from csft.model.calibration import Calibration, calibrate
 from csft.model.classifier import Classifier
 from csft.model.metrics import mean_baseline
 from csft.resolvers import register_resolvers
@@ -191,13 +192,68 @@ def export_and_report(
     loggers: list[Any],
     output_dir: Path,
 ) -> dict[str, Any]:
-    """<run dir>/model (Hugging Face folder) and, with `report`, its evaluation on test:
-    what is deployed is what is reported."""
-    model_dir = export_model(model, datamodule.tokenizer, datamodule.encoding, output_dir / "model")
+    """<run dir>/model (Hugging Face folder, calibrated on validation) and, with `report`,
+    its evaluation on test: what is deployed is what is reported."""
+    calibration = calibrate_on_validation(model, datamodule, cfg.handoff.target_accuracy)
+    model_dir = export_model(
+        model,
+        datamodule.tokenizer,
+        datamodule.encoding,
+        output_dir / "model",
+        calibration=calibration,
+        pair_task=datamodule.is_pair_task,
+        speaker_markers=getattr(datamodule, "speaker_markers", None),
+    )
+    results: dict[str, Any] = {"model_dir": str(model_dir)}
+    if calibration is not None:
+        log.info(
+            "calibration on validation: temperature %.3f; hand-off threshold %.4f answers "
+            "%.1f%% of messages at %.2f%% accuracy (target %.0f%%)",
+            calibration.temperature,
+            calibration.threshold,
+            100 * calibration.val_coverage,
+            100 * calibration.val_accuracy,
+            100 * calibration.target_accuracy,
+        )
+        results |= {
+            "temperature": calibration.temperature,
+            "handoff_threshold": calibration.threshold,
+            "val/handoff_coverage": calibration.val_coverage,
+            "val/handoff_accuracy": calibration.val_accuracy,
+        }
     if cfg.get("report") and datamodule.rows.get("test"):
-        evaluate(model_dir, datamodule, "test", output_dir / "evaluation")
+        evaluated = evaluate(model_dir, datamodule, "test", output_dir / "evaluation")
         log_evaluation(loggers, output_dir / "evaluation")
-    return {"model_dir": str(model_dir)}
+        results |= {k: v for k, v in evaluated.items() if k in REPORTED_FROM_EVALUATION}
+    return results
+
+
+# What the export's evaluation adds to metrics.json (the Trainer's test pass has the rest).
+REPORTED_FROM_EVALUATION = (
+    "test/ece_uncalibrated",
+    "test/ece",
+    "test/handoff_coverage",
+    "test/handoff_accuracy",
+)
+
+
+@torch.no_grad()
+def calibrate_on_validation(
+    model: Classifier, datamodule: FileDataModule, target_accuracy: float
+) -> Calibration | None:
+    """Temperature and hand-off threshold from the best weights' validation logits
+    (classification with a validation split; None otherwise)."""
+    rows = datamodule.rows.get("val")
+    if datamodule.task != CLASSIFICATION or not rows:
+        return None
+    model.eval()
+    device = next(model.parameters()).device
+    logits, labels = [], []
+    for batch in datamodule.loader(rows, shard=False):
+        inputs = [batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")]
+        logits.append(model(*inputs).float().cpu())
+        labels.append(batch["labels"])
+    return calibrate(torch.cat(logits), torch.cat(labels), target_accuracy)
 
 
 def _number(value: Any) -> Any:

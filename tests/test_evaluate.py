@@ -91,7 +91,7 @@ def test_labels_are_matched_by_name_when_the_export_orders_them_differently(
 
     reversed_labels = {0: "transfer", 1: "refund", 2: "card_lost"}
     torch.manual_seed(3)
-    model = Classifier(str(tiny_bert_dir), 3, id2label=reversed_labels).eval()
+    model = Classifier(str(tiny_bert_dir), 3, id2label=reversed_labels, pooling="mean").eval()
     model_dir = export_model(model, tokenizer, Encoding(), tmp_path / "export")
     cfg = compose(tiny_overrides(tmp_path, *EVAL_DATA))
     datamodule = instantiate_unwrapping_errors(cfg.data, tokenizer=str(tiny_bert_dir))

@@ -74,13 +74,21 @@ def test_fast_dev_run_on_banking77_exports_a_pipeline_ready_model(tmp_path, data
     with torch.no_grad():
         logits = exported(**inputs).logits
     labels = batch["labels"]
-    assert saved["test/loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), abs=1e-4)
+    # The export's head is divided by the temperature fitted on validation: times T gives
+    # the Trainer's logits back.
+    temperature = json.loads((model_dir / "csft.json").read_text())["calibration"]["temperature"]
+    assert temperature != 1.0
+    raw = logits * temperature
+    assert saved["test/loss"] == pytest.approx(F.cross_entropy(raw, labels).item(), abs=1e-4)
     accuracy = (logits.argmax(-1) == labels).double().mean().item()
     assert saved["test/acc"] == pytest.approx(accuracy, abs=1e-6)
 
-    # The pipeline says what the exported weights predict, named as the training data names it.
+    # The default export is a stock BertForSequenceClassification: a plain pipeline (no
+    # trust_remote_code) says what the exported weights predict, named as the data names it.
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    assert not (model_dir / "modeling_csft.py").exists()
     message = "I still have not received my new card"
-    classify = pipeline("text-classification", model=str(model_dir), trust_remote_code=True)
+    classify = pipeline("text-classification", model=str(model_dir))
     prediction = classify(message)[0]
     with torch.no_grad():
         probabilities = (

@@ -44,7 +44,7 @@ class Classifier(pl.LightningModule):
         num_labels: int,
         id2label: dict[int, str] | None = None,
         task: str = CLASSIFICATION,
-        pooling: str = "mean",
+        pooling: str = "cls",
         dropout: float = 0.1,
         freeze: FreezePolicy | Mapping[str, Any] | None = None,
         loss: Loss | Mapping[str, Any] | None = None,

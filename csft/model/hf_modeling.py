@@ -3,19 +3,30 @@
 `BertForSequenceClassification` pools with [CLS] → dense → tanh; csft's `pooling=mean`
 averages the token vectors instead. An export with mean pooling ships this file and names
 it in `config.auto_map`, so `AutoModelForSequenceClassification` and `pipeline` load it with
-`trust_remote_code=True`. It imports nothing from csft: the export stands alone.
+`trust_remote_code=True`. Its config has a model type of its own (`csft_bert_mean`), so
+loading it *without* `trust_remote_code` is an error that asks for it, not a plain
+`BertForSequenceClassification` with a random pooler that predicts nonsense.
+It imports nothing from csft: the export stands alone.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import BertModel, BertPreTrainedModel
+from transformers import BertConfig, BertModel, BertPreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
+
+
+class CsftBertMeanConfig(BertConfig):
+    """A BERT config under its own name: only this file's class knows the mean pooling."""
+
+    model_type = "csft_bert_mean"
 
 
 class CsftBertForSequenceClassification(BertPreTrainedModel):
     """BERT encoder → mean over unpadded tokens → dropout → linear."""
+
+    config_class = CsftBertMeanConfig
 
     def __init__(self, config) -> None:
         super().__init__(config)
