@@ -152,3 +152,102 @@ def test_a_broken_export_is_one_clear_error_naming_the_file(exports, tmp_path, b
     assert len(errors) == 1, done.stderr[-2000:]
     assert errors[0].startswith(f"csft: error: {folder / name}: ")
     assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_the_saved_tokenizer_truncates_as_training_did(exports):
+    from transformers import AutoTokenizer
+
+    from csft.data.encoding import Encoding
+
+    tokenizer = AutoTokenizer.from_pretrained(exports["cls"][1])
+    assert tokenizer.model_max_length == Encoding().max_length
+    assert tokenizer.truncation_side == "left"
+    ids = tokenizer("older words " * 100 + "my card is lost", truncation=True)["input_ids"]
+    assert len(ids) == Encoding().max_length
+    assert tokenizer.decode(ids[-5:-1]) == "my card is lost"  # the end survives
+
+
+def test_a_mean_pooling_export_without_trust_remote_code_is_an_error_not_nonsense(exports):
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    _, export = exports["mean"]
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        AutoModelForSequenceClassification.from_pretrained(export)
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        pipeline("text-classification", model=str(export))
+    assert "trust_remote_code=True" in (export / "README.md").read_text()
+    assert json.loads((export / "csft.json").read_text())["trust_remote_code"] is True
+
+
+def test_a_cls_export_loads_in_a_plain_pipeline_and_its_card_says_how(exports, tokenizer):
+    from transformers import pipeline
+
+    model, export = exports["cls"]
+    classify = pipeline("text-classification", model=str(export))
+    batch = tokenizer("my card is lost", return_tensors="pt")
+    with torch.no_grad():
+        probabilities = model(**batch)[0].softmax(-1)
+    prediction = classify("my card is lost")[0]
+    assert prediction["label"] == ID2LABEL[int(probabilities.argmax())]
+    assert prediction["score"] == pytest.approx(probabilities.max().item(), abs=1e-5)
+    card = (export / "README.md").read_text()
+    assert "trust_remote_code" not in card and "truncation=True" in card
+
+
+def test_pipeline_and_csft_evaluate_agree_on_multi_turn_pairs(tmp_path):
+    """A dialogue run (context turns + a reply, first segment cut from the left at 24
+    tokens): the pipeline called as the model card says gives the probabilities that
+    csft.evaluate scores, row for row."""
+    from conftest import FIXTURES, compose, tiny_overrides
+    from transformers import pipeline
+
+    from csft.data.dialogues import read_dialogues
+    from csft.evaluate import evaluate, predict_split
+    from csft.export import load_exported
+    from csft.instantiation import instantiate_unwrapping_errors
+    from csft.train import train
+
+    dialogues = str(FIXTURES / "dialogues.jsonl")
+    data = [
+        "data=dialogues",
+        f"data.train_file={dialogues}",
+        f"data.test_file={dialogues}",
+        "data.max_length=24",
+        "data.max_response_length=12",
+        "data.batch_size=4",
+        "trainer.max_epochs=2",
+        "report=false",
+    ]
+    cfg = compose(tiny_overrides(tmp_path, *data))
+    train(cfg)
+    export = tmp_path / "model"
+    metadata = json.loads((export / "csft.json").read_text())
+    assert metadata["pair_task"] and metadata["speaker_markers"]["customer"] == "customer:"
+
+    datamodule = instantiate_unwrapping_errors(cfg.data, tokenizer=str(export))
+    datamodule.setup("test")
+    logits, _, _ = predict_split(load_exported(export), datamodule.loader(datamodule.rows["test"]))
+    expected = logits.softmax(-1)
+    scored = evaluate(export, datamodule, "test", tmp_path / "evaluation")
+
+    from csft.data.encoding import Encoding
+
+    encoding = Encoding(**metadata["encoding"])
+    examples = read_dialogues(dialogues, speaker_markers=metadata["speaker_markers"])
+    inputs = [{"text": encoding.first_segment(e), "text_pair": e.response} for e in examples]
+    classify = pipeline("text-classification", model=str(export))
+    assert any(len(classify.tokenizer(**i)["input_ids"]) > 24 for i in inputs)  # truncation bites
+    answers = classify(inputs, truncation="only_first", top_k=None)
+    names = datamodule.id2label
+    got = torch.tensor(
+        [
+            [{a["label"]: a["score"] for a in answer}[names[k]] for k in range(len(names))]
+            for answer in answers
+        ]
+    )
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    accuracy = sum(
+        max(answer, key=lambda a: a["score"])["label"] == e.label
+        for answer, e in zip(answers, examples, strict=True)
+    ) / len(examples)
+    assert scored["test/acc"] == pytest.approx(accuracy, abs=1e-6)
