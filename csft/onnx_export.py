@@ -32,9 +32,9 @@ QUANTIZE = ("int8",)
 INT8_OPTIONS: dict[str, Any] = {"per_channel": True, "reduce_range": False}
 
 
-def _require_deploy() -> None:
+def _require(*names: str) -> None:
     """onnx, onnxscript (the exporter) and onnxruntime are optional: say how to get them."""
-    for name in ("onnx", "onnxscript", "onnxruntime"):
+    for name in names:
         try:
             __import__(name)
         except ImportError:
@@ -54,7 +54,7 @@ def export_onnx(model_dir: str | Path, quantize: str | None = None) -> list[Path
         raise ConfigError(
             f"quantize={quantize!r}: expected one of {', '.join(QUANTIZE)} or null (fp32 only)."
         )
-    _require_deploy()
+    _require("onnx", "onnxscript", "onnxruntime")
     from csft.export import read_metadata
 
     model_dir = Path(model_dir)
@@ -92,7 +92,12 @@ def _export_fp32(model_dir: Path, path: Path) -> int:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
+        def forward(
+            self,
+            input_ids: torch.Tensor,
+            attention_mask: torch.Tensor,
+            token_type_ids: torch.Tensor,
+        ) -> torch.Tensor:
             return self.model(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
             ).logits
@@ -141,7 +146,25 @@ def _quantize_int8(fp32: Path, int8: Path) -> None:
     """onnxruntime's dynamic quantization: int8 weights, activations quantized per batch."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, **INT8_OPTIONS)
+    # It advises shape pre-processing on the root logger; on MiniLM that changed nothing
+    # measurable (same accuracy and logit error on 1024 Banking77 rows): drop that note.
+    advice = _DropMessage("Please consider to run pre-processing before quantization")
+    logging.getLogger().addFilter(advice)
+    try:
+        quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, **INT8_OPTIONS)
+    finally:
+        logging.getLogger().removeFilter(advice)
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message starts with `prefix`."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
 
 
 def _record(model_dir: Path, targets: dict[str, Path], opset: int) -> None:
@@ -179,7 +202,7 @@ def load_session(model_dir: str | Path, backend: str = "onnx", threads: int | No
     """An onnxruntime InferenceSession (CPU) on the folder's graph for `backend`."""
     if backend not in ONNX_FILES:
         raise ConfigError(f"backend={backend!r}: expected one of {', '.join(ONNX_FILES)}.")
-    _require_deploy()
+    _require("onnxruntime")  # serving needs only the runtime
     import onnxruntime
 
     path = Path(model_dir) / ONNX_FILES[backend]

@@ -14,7 +14,6 @@ set, then `label`, `confidence`, `handoff`, `top_k` (classification) or `score` 
 from __future__ import annotations
 
 import csv
-import logging
 import os
 import sys
 import time
@@ -29,20 +28,19 @@ import hydra
 from omegaconf import DictConfig
 
 from csft.console import quiet_libraries
+from csft.data.dialogues import dialogue_example
 from csft.data.example import REGRESSION, Example
 from csft.data.streaming import (
     RowStream,
     TableWriter,
-    dialogue_example,
     output_kind,
     require_columns,
     table_example,
 )
 from csft.errors import ConfigError, CsftError, DataError
-from csft.resolvers import register_resolvers
 
-log = logging.getLogger("csft.predict")
-register_resolvers()
+# No register_resolvers(): predict.yaml uses none of csft's, and importing them imports torch,
+# which an error in the arguments should not wait for.
 
 FORMATS = ("table", "dialogues")
 ON_BAD_ROW = ("stop", "skip")
@@ -66,6 +64,7 @@ class BadRows:
     count: int = 0
     first: list[tuple[int, str]] = field(default_factory=list)
     _handle: Any = None
+    _writer: Any = None
 
     def add(self, number: int, reason: str) -> None:
         self.count += 1
@@ -102,7 +101,8 @@ class Summary:
             line += f"; {self.handoffs:,} handed off ({share:.1f} %)"
         lines = [line]
         if self.bad_rows:
-            lines.append(f"skipped {self.bad_rows:,} bad rows, listed in {self.errors_file}")
+            plural = "s" if self.bad_rows > 1 else ""
+            lines.append(f"skipped {self.bad_rows:,} bad row{plural}, listed in {self.errors_file}")
         return [*lines, f"wrote {self.output}"]
 
 
@@ -172,8 +172,8 @@ def predict_file(
                 if not (on_bad_row == "stop" and bad.count):
                     _predict_chunk(predictor, examples, records, batch_size, summary)
                     writer.write(records)
-                bar.update(chunk.position - bar.n)
                 bar.set_postfix_str(f"{summary.rows:,} rows", refresh=False)
+                bar.update(chunk.position - bar.n)
         bad.close()
         if bad.count and on_bad_row == "stop":
             raise DataError(_bad_rows_message(stream, bad, sidecar))
@@ -223,6 +223,8 @@ def _predict_chunk(
     summary: Summary,
 ) -> None:
     """Fill each record with its prediction; count rows and hand-offs."""
+    if not examples:  # every row of the chunk was bad
+        return
     for record, result in zip(records, predictor.predict(examples, batch_size), strict=True):
         record.update(result)
         if summary.handoffs is not None and result["handoff"]:
@@ -238,8 +240,8 @@ def _bad_rows_message(stream: RowStream, bad: BadRows, sidecar: Path) -> str:
     plural = "s" if bad.count > 1 else ""
     return (
         f"{stream.path}: {bad.count:,} bad {unit}{plural} ({unit}{plural} {numbers}{more}); "
-        f"{unit} {number}: {reason} Nothing was written. Fix them, or pass on_bad_row=skip "
-        f"to predict the other rows and list these in {sidecar}."
+        f"{unit} {number}: {reason} Nothing was written. Fix {'them' if plural else 'it'}, or "
+        f"pass on_bad_row=skip to predict the other rows and list the bad ones in {sidecar}."
     )
 
 
@@ -255,6 +257,7 @@ def row_parser(cfg: DictConfig, predictor: Any, stream: RowStream) -> Parse:
             dialogue_example,
             speaker_markers=markers,
             response_key=cfg.response_column or "response",
+            labelled=False,
         )
         wanted = {"id_column": id_column}
     else:
@@ -264,6 +267,7 @@ def row_parser(cfg: DictConfig, predictor: Any, stream: RowStream) -> Parse:
         wanted = {**columns, "id_column": id_column}
     if stream.columns is not None:  # a header / schema: a missing column stops before any work
         require_columns(dict.fromkeys(stream.columns), wanted, str(stream.path))
+        stream.only = list(dict.fromkeys(column for column in wanted.values() if column))
 
     def parse(values: Mapping[str, Any], where: str) -> tuple[Example, Any]:
         if id_column:

@@ -21,13 +21,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from csft.data.dialogues import SPEAKERS
 from csft.data.example import Example
 from csft.data.readers import SUFFIXES, _context, _text
 from csft.errors import DataError
 
 # What can be written: ".json" reads as JSONL, but a JSONL file named .json misleads.
-OUTPUT_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
+OUTPUT_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
 
 
 def input_kind(path: Path) -> str:
@@ -81,7 +80,8 @@ class RowStream:
 
     `columns` is the header / schema when the format has one (None for JSONL, whose lines
     may differ) so a missing column stops the run before any work; `total` and
-    `total_unit` size a progress bar without reading the file first.
+    `total_unit` size a progress bar without reading the file first. Setting `only` to
+    the columns a caller uses makes CSV / TSV / Parquet keep just those (a wide file stays cheap).
     """
 
     def __init__(self, path: str | Path, chunk_size: int) -> None:
@@ -94,6 +94,7 @@ class RowStream:
         self.chunk_size = chunk_size
         self.unit = "line" if self.kind == "jsonl" else "row"
         self.columns = self._columns()
+        self.only: list[str] | None = None
         if self.kind == "parquet":
             self.total, self.total_unit = self._parquet().metadata.num_rows, "row"
         else:
@@ -126,7 +127,9 @@ class RowStream:
 
         done = 0
         with self.path.open("rb") as handle:
-            frames = self._read_csv(pd, handle, encoding="utf-8", chunksize=self.chunk_size)
+            frames = self._read_csv(
+                pd, handle, encoding="utf-8", chunksize=self.chunk_size, usecols=self.only
+            )
             while True:
                 try:
                     frame = next(frames)
@@ -164,7 +167,7 @@ class RowStream:
 
     def _parquet_chunks(self) -> Iterator[Chunk]:
         done = 0
-        batches = self._parquet().iter_batches(batch_size=self.chunk_size)
+        batches = self._parquet().iter_batches(batch_size=self.chunk_size, columns=self.only)
         while True:
             try:
                 batch = next(batches)
@@ -221,51 +224,13 @@ def table_example(
     )
 
 
-def dialogue_example(
-    values: Mapping[str, Any],
-    where: str,
-    *,
-    speaker_markers: Mapping[str, str] | None = None,
-    response_key: str = "response",
-) -> Example:
-    """One dialogue line as `read_dialogues` reads it, without a label.
-
-    A copy of `read_dialogues`' per-line body (it has no per-line function to call); the
-    tests hold the two to the same Examples.
-    """
-    markers = dict(speaker_markers or {})
-    turns = values.get("turns")
-    if not isinstance(turns, list) or not turns:
-        raise DataError(f"{where}: 'turns' must be a non-empty list of turns.")
-    marked: list[str] = []
-    last_customer = None
-    for i, turn in enumerate(turns):
-        speaker = turn.get("speaker") if isinstance(turn, dict) else None
-        if speaker not in SPEAKERS:
-            raise DataError(
-                f"{where}: turn {i + 1} has speaker {speaker!r}; expected one of {SPEAKERS}."
-            )
-        text = _text(turn.get("text"), f"{where}, turn {i + 1}", "text")
-        marker = markers.get(speaker, "")
-        marked.append(f"{marker} {text}" if marker else text)
-        if speaker == "customer":
-            last_customer = i
-    if last_customer is None:
-        raise DataError(f"{where}: the dialogue has no customer turn.")
-    response = values.get(response_key)
-    return Example(
-        text=marked[last_customer],
-        context=tuple(marked[:last_customer]),
-        response=None if response is None else _text(response, where, response_key),
-        source=where,
-    )
-
-
 # -- writing --------------------------------------------------------------------------------
 
 
 class TableWriter:
     """Appends records (dicts) to a CSV / TSV / JSONL / Parquet file, one chunk at a time.
+
+    `kind` is `output_kind` of the final name (the file written may be a temporary one).
 
     `types` fixes a column's Parquet type (int, float, bool, str) so every chunk agrees;
     other columns take the type of their first chunk. CSV, TSV and Parquet hold lists and
@@ -280,9 +245,9 @@ class TableWriter:
         self._parquet: Any = None
         self._schema: Any = None
         self._handle: Any = None
-        if kind == "csv":
+        self._tsv = kind == "tsv"
+        if kind in ("csv", "tsv"):
             self._handle = path.open("w", newline="", encoding="utf-8")
-            self._tsv = path.suffix.lower() == ".tsv"
             # TSV unquoted, as csft reads it: a '"' in a cell (JSON) stays a plain character.
             options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE, "quotechar": None}
             self._csv = csv.writer(
@@ -293,7 +258,7 @@ class TableWriter:
             self._handle = path.open("w", encoding="utf-8")
 
     def write(self, records: list[dict[str, Any]]) -> None:
-        if self.kind == "csv":
+        if self.kind in ("csv", "tsv"):
             self._csv.writerows([self._text_cell(r.get(c)) for c in self.columns] for r in records)
         elif self.kind == "jsonl":
             for record in records:
