@@ -158,6 +158,14 @@ def model_card(metadata: dict[str, Any], config: Any) -> str:
             f'classify("{separator}".join([*earlier_turns, message]), truncation=True)',
         ]
     lines += ["```", ""]
+    lines += [
+        "csft serves it as it is: `python -m csft.predict model_dir=<this folder> input=<file> "
+        "output=<file>`, `python -m csft.serve model_dir=<this folder>`; "
+        "`python -m csft.export run_dir=<this folder> format=onnx quantize=int8` adds "
+        "`model.onnx` / `model.int8.onnx` (inputs input_ids, attention_mask, token_type_ids; "
+        "output logits) for `backend=onnx|onnx-int8`.",
+        "",
+    ]
     if metadata["trust_remote_code"]:
         lines += [
             "Mean pooling is not a stock transformers architecture: this folder carries "

@@ -13,10 +13,11 @@ Endpoints (FastAPI on uvicorn; config: conf/serve.yaml):
 - `GET /health`: `{"status": "ok"}` (the model is loaded before the server listens).
 - `GET /metadata`: `Predictor.describe()` plus `"serve"`: max_batch, max_wait_ms,
   max_items, max_body_bytes, top_k.
-- `GET /metrics`: Prometheus text: `csft_requests_total{endpoint,status}`,
-  `csft_request_errors_total{endpoint,status}` (4xx and 5xx), `csft_request_latency_seconds`
-  {endpoint}, `csft_batch_size` (items per model call), `csft_items_predicted_total`,
-  `csft_batch_failures_total`. Unknown paths count as endpoint="other".
+- `GET /metrics`: Prometheus text (a registry per app): `csft_requests_total{endpoint,
+  status}`, `csft_request_errors_total{endpoint,status}` (4xx and 5xx),
+  `csft_request_latency_seconds{endpoint}` (histogram), `csft_batch_size` (histogram of
+  inputs per model call), `csft_items_predicted_total`, `csft_batch_failures_total`.
+  Unknown paths count as endpoint="other", so a scanner cannot grow the label set.
 
 Every error is `{"error": {"status": N, "message": "..."}}`, the message naming the field
 at fault (`texts[3]`, `inputs[0].context[1]`): 400 the body is not JSON; 422 the JSON has
@@ -25,6 +26,7 @@ take (`Predictor.check`: a pair model without a response, a response to a non-pa
 model); 413 more than `serve.max_items` inputs or a body over `serve.max_body_bytes`
 (Content-Length, then the bytes actually read, so an oversized chunked upload is cut off
 rather than buffered); 404 unknown path; 405 wrong method; 500 the model call failed.
+Any bad request leaves the server serving.
 
 Micro-batching: one asyncio task pools the inputs of concurrent requests. It sends a batch
 to the model when it holds `serve.max_batch` inputs or when the oldest waiting input has
@@ -55,10 +57,11 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -519,6 +522,17 @@ def create_app(predictor: Any, settings: ServeSettings) -> FastAPI:
 # --- loading and running ---------------------------------------------------------------
 
 
+def check_model_dir(model_dir: str) -> None:
+    """A model_dir without an export fails at once, naming the key the user typed, not
+    after the seconds that importing torch for `Predictor.load` takes (which checks the rest).
+    """
+    path = Path(model_dir)
+    if not any((folder / "csft.json").is_file() for folder in (path, path / "model")):
+        raise ConfigError(
+            f"model_dir={path}: neither it nor {path / 'model'} is a csft export (no csft.json)."
+        )
+
+
 def load_predictor(options: dict[str, Any]) -> Any:
     """The Predictor `options` (the resolved config) names; CsftError if it cannot load."""
     from csft.inference import Predictor
@@ -534,6 +548,7 @@ def load_predictor(options: dict[str, Any]) -> Any:
 
 def app_from_env() -> FastAPI:
     """The app a uvicorn worker process builds (workers > 1): config from CSFT_SERVE_CONFIG."""
+    quiet_libraries()
     options = json.loads(os.environ[ENV_CONFIG])
     return create_app(load_predictor(options), ServeSettings(**options["serve"]))
 
@@ -547,6 +562,7 @@ def serve_options(cfg: DictConfig) -> dict[str, Any]:
         threads = max(1, (os.cpu_count() or 1) // cfg.workers)
     serve = OmegaConf.to_container(cfg.serve, resolve=True)
     ServeSettings(**serve)  # a bad limit is a config error before anything loads
+    check_model_dir(str(cfg.model_dir))
     return {
         "model_dir": str(cfg.model_dir),
         "backend": cfg.backend,
@@ -557,12 +573,19 @@ def serve_options(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def _signals_end_cleanly() -> None:
+@contextmanager
+def _signals_end_cleanly() -> Iterator[None]:
     """uvicorn re-raises SIGTERM/SIGINT through the previous handler once it has shut down
-    gracefully: with the default ones the process would die of the signal (or print a
-    KeyboardInterrupt). The stop was clean, so that re-raise does nothing and we exit 0."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: None)
+    gracefully: with Python's default handlers the process would then die of the signal (or
+    print a KeyboardInterrupt). The stop was clean, so that re-raise does nothing and the
+    process exits 0; the default handlers come back once uvicorn has returned."""
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in handled}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_server(predictor: Any, options: dict[str, Any], cfg: DictConfig) -> None:
@@ -570,12 +593,12 @@ def run_server(predictor: Any, options: dict[str, Any], cfg: DictConfig) -> None
     import uvicorn
 
     common = {"host": cfg.host, "port": cfg.port, "access_log": cfg.access_log}
-    _signals_end_cleanly()
-    if cfg.workers == 1:
-        uvicorn.run(create_app(predictor, ServeSettings(**options["serve"])), **common)
-    else:
-        os.environ[ENV_CONFIG] = json.dumps(options)
-        uvicorn.run("csft.serve:app_from_env", factory=True, workers=cfg.workers, **common)
+    with _signals_end_cleanly():
+        if cfg.workers == 1:
+            uvicorn.run(create_app(predictor, ServeSettings(**options["serve"])), **common)
+        else:
+            os.environ[ENV_CONFIG] = json.dumps(options)
+            uvicorn.run("csft.serve:app_from_env", factory=True, workers=cfg.workers, **common)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://csft.conf", config_name="serve")
