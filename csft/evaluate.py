@@ -122,7 +122,8 @@ def confidence_report(
     if threshold is not None:
         coverage, accuracy = at_threshold(confidence, correct, threshold)
         results[f"{split}/handoff_coverage"] = coverage
-        results[f"{split}/handoff_accuracy"] = accuracy
+        if coverage > 0:  # no answered row, no accuracy (left out rather than NaN)
+            results[f"{split}/handoff_accuracy"] = accuracy
     plot_coverage(
         curve,
         calibration,

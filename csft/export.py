@@ -21,7 +21,7 @@ import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 import torch
@@ -33,7 +33,9 @@ from csft.data.encoding import Encoding
 from csft.errors import ConfigError, CsftError, DataError
 from csft.model import hf_modeling
 from csft.model.calibration import Calibration
-from csft.model.classifier import Classifier
+
+if TYPE_CHECKING:  # serving loads exports without importing Lightning
+    from csft.model.classifier import Classifier
 
 METADATA = "csft.json"
 REMOTE_CODE = "modeling_csft.py"

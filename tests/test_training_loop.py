@@ -113,15 +113,23 @@ def test_a_run_without_a_test_file_trains_and_exports_the_best_checkpoint(tmp_pa
     results, _ = recorded_run(tmp_path, "data.test_file=null", "trainer.max_epochs=2")
     assert not any(key.startswith("test/") for key in results)
     assert "val/acc" in results and results["best_checkpoint"]
-    classify = pipeline(
-        "text-classification", model=str(tmp_path / "model"), trust_remote_code=True
-    )
+    classify = pipeline("text-classification", model=str(tmp_path / "model"))
     assert classify("I lost my card")[0]["label"] in {"card_lost", "refund", "transfer"}
     best = torch.load(results["best_checkpoint"], weights_only=False)["state_dict"]
     from safetensors.torch import load_file
 
     exported = load_file(tmp_path / "model" / "model.safetensors")
-    assert torch.equal(exported["classifier.weight"], best["head.classifier.weight"])
+    assert torch.equal(
+        exported["bert.encoder.layer.0.output.dense.weight"],
+        best["encoder.encoder.layer.0.output.dense.weight"],
+    )
+    # The head is the best checkpoint's, divided by the temperature fitted on validation.
+    temperature = json.loads((tmp_path / "model" / "csft.json").read_text())["calibration"][
+        "temperature"
+    ]
+    torch.testing.assert_close(
+        exported["classifier.weight"], best["head.classifier.weight"] / temperature
+    )
 
 
 def test_any_checkpoint_loads_back_with_load_from_checkpoint(tmp_path, tokenizer):
@@ -146,5 +154,12 @@ def test_any_checkpoint_loads_back_with_load_from_checkpoint(tmp_path, tokenizer
         assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
         with torch.no_grad():
             assert torch.equal(loaded(ids, mask, None), reference(ids, mask, None))
+    # The export is the best checkpoint with its logits divided by the run's temperature.
     best = Classifier.load_from_checkpoint(results["best_checkpoint"]).eval()
-    assert_same_logits(best, load_exported(tmp_path / "model"), tokenizer)
+    temperature = json.loads((tmp_path / "model" / "csft.json").read_text())["calibration"][
+        "temperature"
+    ]
+    assert temperature != 1.0
+    assert_same_logits(
+        lambda *inputs: best(*inputs) / temperature, load_exported(tmp_path / "model"), tokenizer
+    )
