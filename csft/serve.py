@@ -30,7 +30,8 @@ Any bad request leaves the server serving.
 
 Micro-batching: one asyncio task pools the inputs of concurrent requests. It sends a batch
 to the model when it holds `serve.max_batch` inputs or when the oldest waiting input has
-waited `serve.max_wait_ms`; a request larger than max_batch spans several batches. The
+waited `serve.max_wait_ms` (at once when the previous call held a single input: an idle
+server adds no wait); a request larger than max_batch spans several batches. The
 model runs in one worker thread, one call at a time, so the event loop keeps accepting
 requests meanwhile. A batch that raises fails only the requests with inputs in it (500);
 the batcher goes on with the next batch.
@@ -262,7 +263,9 @@ class MicroBatcher:
     """Pools the inputs of concurrent requests into model calls of up to `max_batch` items.
 
     A batch leaves when it is full or when its oldest input has waited `max_wait_s`, so
-    no input waits longer than that for company. The model runs in one thread, one call
+    no input waits longer than that for company; and at once when the previous call held a
+    single input (no load: waiting would only add latency). Inputs that arrive while the
+    model runs share the next call either way. The model runs in one thread, one call
     at a time: the event loop stays free to accept requests while it runs.
     """
 
@@ -283,6 +286,7 @@ class MicroBatcher:
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="csft-predict")
         self._task: asyncio.Task | None = None
+        self._last_size = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -319,7 +323,10 @@ class MicroBatcher:
         while not self._pending:
             self._arrived.clear()
             await self._arrived.wait()
-        deadline = self._pending[0].arrived + self.max_wait_s
+        # Wait for company only under load (the last call pooled several inputs): a lone
+        # request on an idle server goes straight to the model.
+        wait = self.max_wait_s if self._last_size > 1 else 0.0
+        deadline = self._pending[0].arrived + wait
         while len(self._pending) < self.max_batch and loop.time() < deadline:
             self._arrived.clear()
             try:
@@ -327,6 +334,7 @@ class MicroBatcher:
             except asyncio.TimeoutError:
                 break
         size = min(self.max_batch, len(self._pending))
+        self._last_size = size
         return [self._pending.popleft() for _ in range(size)]
 
     async def _run_batch(self, batch: list[_Item]) -> None:

@@ -117,7 +117,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model_dir: Path, backend: str, threads: int, workdir: Path):
+def start_server(model_dir: Path, backend: str, args: Any, workdir: Path):
     port = free_port()
     command = [
         sys.executable,
@@ -126,9 +126,12 @@ def start_server(model_dir: Path, backend: str, threads: int, workdir: Path):
         f"model_dir={model_dir}",
         f"backend={backend}",
         f"port={port}",
-        f"threads={threads}",
+        f"threads={args.threads}",
         f"hydra.run.dir={workdir / f'serve-{backend}'}",
+        "access_log=false",
     ]
+    if args.max_wait_ms is not None:
+        command.append(f"serve.max_wait_ms={args.max_wait_ms}")
     server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -157,7 +160,7 @@ def post_one(port: int, text: str, connection: http.client.HTTPConnection | None
 
 
 def bench_http(model_dir: Path, backend: str, texts, args, workdir: Path) -> dict[str, Any]:
-    server, port = start_server(model_dir, backend, args.threads, workdir)
+    server, port = start_server(model_dir, backend, args, workdir)
     try:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)  # keep-alive
         single = latencies(lambda t: post_one(port, t, connection), texts, args.requests)
@@ -218,6 +221,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="single-text requests")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--no-http", action="store_true")
+    parser.add_argument("--max-wait-ms", type=float, default=None, help="serve.max_wait_ms")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -235,6 +239,7 @@ def main() -> None:
         "threads": args.threads,
         "rows": len(texts),
         "batch_size": BATCH,
+        "serve_max_wait_ms": args.max_wait_ms,
         "batch": {},
         "http": {},
     }
