@@ -369,3 +369,43 @@ def test_csft_contender_fits_the_recipe_in_process(tmp_path, data_dir):
     assert correct == pytest.approx(round(correct), abs=1e-6)
     assert "freeze=top2" in result["overrides"]
     assert result["optimizer"].startswith("Adam(")
+
+
+@pytest.mark.slow
+def test_serving_benchmark_runs_every_backend_and_the_server_end_to_end(tmp_path, tokenizer):
+    """scripts/benchmark_serving.py on a tiny export and 24 Banking77 rows: every backend's
+    predictions agree with torch's in fp32, and the HTTP numbers come from a real server."""
+    import json
+
+    from conftest import tiny_classifier
+
+    from csft.data.encoding import Encoding
+    from csft.export import export_model
+
+    torch.manual_seed(0)
+    model = tiny_classifier(3, id2label={0: "card_arrival", 1: "lost_or_stolen_card", 2: "top_up"})
+    export_model(model.eval(), tokenizer, Encoding(max_length=32), tmp_path / "model")
+    out = tmp_path / "serving.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "benchmark_serving.py"),
+            f"--model-dir={tmp_path / 'model'}",
+            "--rows=24",
+            "--requests=5",
+            "--threads=1",
+            f"--out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert set(results["batch"]) == {"torch", "onnx", "onnx-int8", "pipeline"}
+    assert results["batch"]["onnx"]["agreement"] == 1.0
+    assert results["batch"]["pipeline"]["agreement"] == 1.0
+    assert set(results["http"]) == {"torch", "onnx", "onnx-int8"}
+    assert all(row["c16_texts_per_s"] > 0 for row in results["http"].values())
+    assert "| onnx-int8 |" in done.stdout
