@@ -39,7 +39,7 @@ def _require(*names: str) -> None:
             __import__(name)
         except ImportError:
             raise ConfigError(
-                f"ONNX needs the package {name}: pip install 'csft[deploy]'."
+                f"ONNX needs the package {name}: pip install 'csft[onnx]'."
             ) from None
 
 

@@ -66,17 +66,23 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
 from omegaconf import DictConfig, OmegaConf
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
-from starlette.exceptions import HTTPException
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        CollectorRegistry,
+        Counter,
+        Histogram,
+        generate_latest,
+    )
+    from starlette.exceptions import HTTPException
+except ModuleNotFoundError as missing:  # the `serve` extra is not installed
+    raise SystemExit(
+        f"csft: error: csft.serve needs {missing.name}: pip install 'csft[serve]'"
+    ) from None
 
 from csft.console import quiet_libraries
 from csft.data.example import Example
