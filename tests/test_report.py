@@ -240,6 +240,7 @@ def test_quickstart_notebook_trains_evaluates_and_predicts(tmp_path, monkeypatch
     assert "test accuracy: " in output
     assert "'test/acc'" in texts[-3]  # evaluate's scores
     assert "'label'" in texts[-1] and "'score'" in texts[-1]  # pipeline predictions
+    assert "'handoff'" in texts[-1] and "'top_k'" in texts[-1]  # csft's Predictor
     assert list(tmp_path.glob("csft-quickstart-*/model/csft.json"))
 
 
