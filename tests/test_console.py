@@ -14,13 +14,15 @@ LIBRARY_NOISE = ["LOAD REPORT", "UNEXPECTED", "Loading weights", "litlogger", "d
 
 @pytest.mark.slow  # the real MiniLM (its load report is what must stay off the console)
 def test_a_run_prints_csft_lines_and_results_and_logs_library_noise_to_the_file(tmp_path):
-    """The packaged MiniLM has pooler weights csft drops: transformers reports them."""
+    """The packaged MiniLM has pooler weights that mean pooling drops: transformers reports
+    them (a load report to route to the file)."""
     run_dir = tmp_path / "run"
     command = [
         sys.executable,
         "-m",
         "csft.train",
         "model=minilm",
+        "model.pooling=mean",
         "debug=fdr",
         *INTENT_FIXTURE,
         "trainer.enable_progress_bar=true",
