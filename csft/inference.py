@@ -133,11 +133,12 @@ class Predictor:
             raise DataError(f"{where}: this model takes no response (it is not a pair model).")
 
     def logits(self, examples: Sequence[Example], batch_size: int = 64) -> np.ndarray:
-        """Calibrated logits (float32, [rows, outputs]) in input order."""
+        """Calibrated logits (float32, [rows, outputs]) in input order; a DataError for an
+        input the model cannot take (`check`)."""
         if not examples:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        if self.pair_task:  # every row a pair, as in training (encode reserves the reply room)
-            examples = [e if e.response is not None else _with_reply(e) for e in examples]
+        for example in examples:  # inputs encoded as training never did would score silently
+            self.check(example)
         rows = encode(examples, self.tokenizer, self.encoding)
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
         collate = PadCollator(self.tokenizer.pad_token_id)
@@ -170,10 +171,6 @@ class Predictor:
                 }
             )
         return results
-
-
-def _with_reply(example: Example) -> Example:
-    return Example(example.text, example.label, example.context, "", example.source)
 
 
 def _torch_runner(model: Any) -> Any:

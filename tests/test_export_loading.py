@@ -216,7 +216,6 @@ def test_pipeline_and_csft_evaluate_agree_on_multi_turn_pairs(tmp_path):
         "data.max_response_length=12",
         "data.batch_size=4",
         "trainer.max_epochs=2",
-        "report=false",
     ]
     cfg = compose(tiny_overrides(tmp_path, *data))
     train(cfg)

@@ -460,3 +460,19 @@ def test_row_numbers_follow_readers_conventions(tmp_path):
     assert [r.number for r in rows] == [1, 3, 4]
     assert rows[1].values is None and "expected a JSON object" in rows[1].error
     assert os.path.getsize(path) == list(RowStream(path, 2))[-1].position
+
+
+def test_the_predictor_refuses_inputs_its_model_was_not_trained_on(models):
+    """Called directly (not through predict or serve), a pair model without a reply or a
+    single-text model with one is an error, not a score of an encoding training never saw."""
+    from csft.inference import Predictor
+
+    pair = Predictor.load(models.pair)
+    with pytest.raises(DataError, match="give a response"):
+        pair.predict([Example("my card is lost", source="input 1")])
+    assert len(pair.predict([Example("my card is lost", response="blocked it")])) == 1
+    single = Predictor.load(models.classifier)
+    with pytest.raises(DataError, match="takes no response"):
+        single.predict([Example("my card is lost", response="blocked it")])
+    with pytest.raises(DataError, match="empty"):
+        single.predict([Example("   ")])
