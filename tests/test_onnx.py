@@ -226,12 +226,12 @@ def test_a_failed_export_leaves_the_earlier_files_untouched(exports, tmp_path, m
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()} == digest
 
 
-def test_missing_deploy_packages_say_how_to_install_them(exports, monkeypatch):
+def test_missing_onnx_packages_say_how_to_install_them(exports, monkeypatch):
     from csft.onnx_export import export_onnx, load_session
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime fails
     for call in (lambda: export_onnx(exports["cls"][0]), lambda: load_session(exports["cls"][0])):
-        with pytest.raises(ConfigError, match=r"onnxruntime.*pip install 'csft\[deploy\]'"):
+        with pytest.raises(ConfigError, match=r"onnxruntime.*pip install 'csft\[onnx\]'"):
             call()
 
 
