@@ -87,6 +87,9 @@ DEVICES = (
     | Rule("device indices such as [0, 1] or '0,1'", _device_indices)
 )
 
+# Keys that each choose the same thing: at most one of a pair may be set (not null).
+EXCLUSIVE: tuple[tuple[str, str], ...] = (("data.shots_per_class", "data.train_fraction"),)
+
 # One rule per key a user sets by hand; keys a config does not have are skipped. Null is
 # accepted where the shipped yaml (or the library) takes it.
 RULES: dict[str, Rule] = {
@@ -103,12 +106,18 @@ RULES: dict[str, Rule] = {
     "data.negatives_per_positive": integer(1),
     "data.hard_negative_share": number(ge=0, le=1),
     "data.max_queries_per_intent": NULL | integer(1),
+    "data.shots_per_class": NULL | integer(1),
+    "data.train_fraction": NULL | number(gt=0, le=1),
+    "data.sample_seed": integer(0),
     "data.threshold": number(ge=0, le=1),
     "data.pad_to_multiple_of": NULL | integer(1),
     "handoff.target_accuracy": number(gt=0, le=1),
     "data.pool_batches": integer(1),
     "data.num_workers": integer(0),
     "model.dropout": number(ge=0, lt=1),
+    "model.head_init_scale": number(gt=0),
+    "model.contrastive_weight": number(ge=0),
+    "model.contrastive_temperature": number(gt=0),
     "freeze.trainable_layers": NULL | integer(0),
     "optim.lr": number(gt=0),
     "optim.head_lr": NULL | number(gt=0),
@@ -139,6 +148,12 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is not _ABSENT and not rule.ok(value):
             raise ConfigError(f"{key}={value!r}: expected {rule.expected}.")
+    for first, second in EXCLUSIVE:
+        values = [OmegaConf.select(cfg, key, default=None) for key in (first, second)]
+        if None not in values:
+            raise ConfigError(
+                f"{first}={values[0]!r} and {second}={values[1]!r}: set one of them, not both."
+            )
     max_length = OmegaConf.select(cfg, "data.max_length")
     name = OmegaConf.select(cfg, "model.name_or_path")
     if max_length is not None and name is not None:

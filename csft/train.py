@@ -101,6 +101,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule, model, trainer = build(cfg)
     log.info("%s", datamodule.describe())
+    sample = datamodule.sample_record()  # few-shot / fractional: which rows, to reproduce
+    if sample is not None and trainer.is_global_zero:
+        (output_dir / "data_sample.json").write_text(json.dumps(sample, indent=2))
     log.info(
         "freeze=%s: %s of %s parameters train",
         cfg.freeze.name,

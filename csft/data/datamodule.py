@@ -16,6 +16,7 @@ from csft.data.collate import PadCollator
 from csft.data.dialogues import read_dialogues
 from csft.data.encoding import Encoding, encode_cached
 from csft.data.example import CLASSIFICATION, TASKS, Example, LabelVocab
+from csft.data.fewshot import Subsample
 from csft.data.readers import read_examples
 from csft.data.samplers import LengthBucketBatchSampler
 from csft.errors import ConfigError, DataError
@@ -53,6 +54,9 @@ class FileDataModule(pl.LightningDataModule):
     multi-turn dialogue JSONL format (see `csft.data.dialogues`). Subclasses that build
     examples some other way (pairs, ratings) override `load_splits` (and may fix the class
     order with `label_names`).
+    `shots_per_class` / `train_fraction` train on a seeded sample of the labelled rows
+    (`csft.data.fewshot`), subclasses included: the sample is taken from what `load_splits`
+    returns.
     `batch_size` is per device: under DDP the global batch is batch_size x devices x nodes.
     """
 
@@ -84,6 +88,9 @@ class FileDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | None = None,
         fetch: Callable[[], Any] | None = None,
+        shots_per_class: int | None = None,
+        train_fraction: float | None = None,
+        sample_seed: int = 0,
     ) -> None:
         super().__init__()
         self.tokenizer_name = tokenizer
@@ -111,6 +118,8 @@ class FileDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.cache_dir = cache_dir
         self.fetch = fetch
+        self.subsample = Subsample(shots_per_class, train_fraction, sample_seed)
+        self.subsample.check()  # before any file is read
         self.examples: dict[str, list[Example]] = {}
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.vocab: LabelVocab | None = None
@@ -148,6 +157,25 @@ class FileDataModule(pl.LightningDataModule):
         test = self.read_split("test") if self.files["test"] else []
         return {"train": train, "val": val, "test": test}
 
+    @property
+    def val_carved(self) -> bool:
+        """Validation is cut from the train rows (no val file; Bitext and DSTC9 always)."""
+        return not self.files["val"]
+
+    def sampled_splits(self) -> dict[str, list[Example]]:
+        """`load_splits` with the few-shot / fractional sample applied; needs no tokenizer, so
+        a script can get a run's exact rows."""
+        splits = self.load_splits()
+        if not self.subsample.active:
+            return splits
+        return self.subsample.apply(splits, self.val_carved, by_label=self.task == CLASSIFICATION)
+
+    def sample_record(self) -> dict[str, Any] | None:
+        """The sampled rows' sources (None without a sample): <run dir>/data_sample.json."""
+        if not self.subsample.active:
+            return None
+        return self.subsample.record(self.examples or self.sampled_splits())
+
     # -- Lightning hooks -------------------------------------------------------------------
     @property
     def tokenizer(self) -> Any:
@@ -158,7 +186,7 @@ class FileDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.rows:
             return
-        self.examples = self.load_splits()
+        self.examples = self.sampled_splits()
         if not self.examples["train"]:
             raise DataError("the train split is empty.")
         if self.task == CLASSIFICATION and self.label_names:
