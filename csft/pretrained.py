@@ -41,6 +41,12 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def from_pretrained(loader: Any, name_or_path: str, **kwargs: Any) -> Any:
     """`loader.from_pretrained(name_or_path)`, local files first, the Hub only if it answers."""
     if Path(name_or_path).is_dir():
+        if not (Path(name_or_path) / "config.json").is_file():
+            raise ModelNotAvailableError(
+                f"model.name_or_path={name_or_path!r} is a folder but not an encoder: it has no "
+                f"config.json. Point it at a folder written by save_pretrained, by "
+                f"`python -m csft.pretrain` (<run dir>/encoder) or a run's exported model/."
+            )
         return loader.from_pretrained(name_or_path, **kwargs)
     if Path(name_or_path).expanduser().exists() or name_or_path.startswith((".", "/", "~")):
         raise ModelNotAvailableError(

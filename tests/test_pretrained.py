@@ -62,3 +62,18 @@ def test_a_half_precision_checkpoint_loads_as_fp32_master_weights(tiny_bert_dir,
     assert {p.dtype for p in encoder.parameters()} == {torch.float32}
     expected = half.embeddings.word_embeddings.weight.float()
     assert torch.equal(encoder.embeddings.word_embeddings.weight, expected)
+
+
+def test_a_folder_that_is_not_an_encoder_is_named_for_training(tmp_path):
+    """`csft.train model.name_or_path=<folder without config.json>`: one error, no traceback."""
+    from conftest import INTENT_FIXTURE, compose, tiny_overrides
+
+    from csft.train import train
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not a model")
+    cfg = compose(
+        [*tiny_overrides(tmp_path, *INTENT_FIXTURE), f"model.name_or_path={tmp_path / 'notes'}"]
+    )
+    with pytest.raises(ModelNotAvailableError, match="is a folder but not an encoder"):
+        train(cfg)
