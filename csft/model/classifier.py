@@ -13,12 +13,14 @@ from torchmetrics import MeanMetric
 
 from csft.data.example import CLASSIFICATION, REGRESSION, TASKS
 from csft.errors import ConfigError, CsftError
+from csft.model.contrastive import supervised_contrastive_loss
 from csft.model.freezing import FreezePolicy, count_parameters
 from csft.model.frozen_cache import FrozenFeatureCache
 from csft.model.heads import POOLINGS, ClassificationHead, mean_pool
 from csft.model.losses import Loss, from_hparams, loss_for_task
 from csft.model.metrics import task_metrics, update_metrics
 from csft.model.optim import parameter_groups
+from csft.model.prototypes import HEAD_INITS, prototype_weights
 from csft.pretrained import load_encoder
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -58,8 +60,25 @@ class Classifier(pl.LightningModule):
         compile: bool = False,
         compile_backend: Any = "inductor",
         cache_frozen: bool = False,
+        head_init: str = "random",
+        head_init_scale: float = 20.0,
+        contrastive_weight: float = 0.0,
+        contrastive_temperature: float = 0.1,
     ) -> None:
         super().__init__()
+        if head_init not in HEAD_INITS:
+            raise ConfigError(f"model.head_init={head_init!r}: expected one of {HEAD_INITS}.")
+        if head_init == "prototypes" and task != CLASSIFICATION:
+            raise ConfigError("model.head_init=prototypes needs a classification task.")
+        if contrastive_weight < 0 or (contrastive_weight and task != CLASSIFICATION):
+            raise ConfigError(
+                f"model.contrastive_weight={contrastive_weight}: expected >= 0, and 0 unless "
+                "the task is classification (the contrastive term pulls classes together)."
+            )
+        if contrastive_temperature <= 0:
+            raise ConfigError(
+                f"model.contrastive_temperature={contrastive_temperature}: must be > 0."
+            )
         if task not in TASKS:
             raise ConfigError(f"data.task={task!r}: expected one of {TASKS}.")
         if pooling not in POOLINGS:
@@ -134,6 +153,33 @@ class Classifier(pl.LightningModule):
     def on_train_start(self) -> None:
         self.train()  # also after a user's `.eval()` or a checkpoint load before `fit`
 
+    def on_fit_start(self) -> None:
+        # Not when resuming: the checkpoint's head (restored before this hook) is the one.
+        if self.hparams.head_init == "prototypes" and not self.trainer.ckpt_path:
+            self.init_head_from_prototypes(self.trainer.datamodule)
+
+    @torch.no_grad()
+    def init_head_from_prototypes(self, datamodule: Any) -> None:
+        """Head rows = the train classes' mean pooled vectors (csft.model.prototypes), from
+        the encoder as loaded, in eval mode (no dropout), over every train row."""
+        was_training = self.training
+        self.eval()
+        pooled, labels = [], []
+        for batch in datamodule.loader(datamodule.rows["train"], shard=False):
+            inputs = [batch[k].to(self.device) for k in ("input_ids", "attention_mask")]
+            token_types = batch["token_type_ids"].to(self.device)
+            pooled.append(self.pool(*inputs, token_types).float().cpu())
+            labels.append(batch["labels"])
+        weight, bias = prototype_weights(
+            torch.cat(pooled),
+            torch.cat(labels),
+            self.head.classifier.out_features,
+            self.hparams.head_init_scale,
+        )
+        self.head.classifier.weight.copy_(weight)
+        self.head.classifier.bias.copy_(bias)
+        self.train(was_training)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -144,6 +190,18 @@ class Classifier(pl.LightningModule):
     ) -> torch.Tensor:
         """Logits (or scores). With the frozen-layer cache and a row `index` + `split`, the
         frozen bottom's output comes from the cache and only the top layers run."""
+        logits = self.head(self.pool(input_ids, attention_mask, token_type_ids, index, split))
+        return logits.squeeze(-1) if self.task == REGRESSION else logits
+
+    def pool(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
+        split: str | None = None,
+    ) -> torch.Tensor:
+        """The pooled vector the head reads ([CLS] pooler or mean of the tokens)."""
         if self.feature_cache is not None and index is not None and split is not None:
             states = self.feature_cache.bottom_states(
                 split, index, input_ids, attention_mask, token_type_ids
@@ -154,22 +212,28 @@ class Classifier(pl.LightningModule):
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
             )
         if self.pooling == "cls":
-            pooled = out.pooler_output
-        else:
-            pooled = mean_pool(out.last_hidden_state, attention_mask)
-        logits = self.head(pooled)
-        return logits.squeeze(-1) if self.task == REGRESSION else logits
+            return out.pooler_output
+        return mean_pool(out.last_hidden_state, attention_mask)
 
     # -- steps -----------------------------------------------------------------------------
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        outputs = self(
+        pooled = self.pool(
             batch["input_ids"],
             batch["attention_mask"],
             batch["token_type_ids"],
             index=batch.get("index"),
             split=stage,
         )
+        outputs = self.head(pooled)
+        outputs = outputs.squeeze(-1) if self.task == REGRESSION else outputs
         loss = self.criterion(outputs, batch["labels"])
+        if stage == "train" and self.hparams.contrastive_weight:
+            contrastive = supervised_contrastive_loss(
+                pooled, batch["labels"], self.hparams.contrastive_temperature
+            )
+            if contrastive is not None:
+                self.log("train/contrastive", contrastive, on_step=True, on_epoch=True)
+                loss = loss + self.hparams.contrastive_weight * contrastive
         update_metrics(getattr(self, f"{stage}_metrics"), outputs, batch["labels"], self.task)
         size = len(batch["labels"])
         if stage == "train":
