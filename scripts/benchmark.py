@@ -1,7 +1,8 @@
 """Benchmark csft against a plain Hugging Face `transformers.Trainer` script on Banking77.
 
-    python scripts/benchmark.py [--modes full,top2,inference] [--epochs 3] [--threads N]
-                                [--train-rows N] [--test-rows N] [--out docs/benchmarks.md]
+    python scripts/benchmark.py [--modes full,top2,inference,tta] [--epochs 3] [--threads N]
+                                [--target-acc 0.92] [--train-rows N] [--test-rows N]
+                                [--out docs/benchmarks.md] [--json docs/benchmarks.json]
                                 [--device cuda] [--shape bert-base] [--compile]
 
 csft runs the user's recipe, `python -m csft.train experiment=banking77`, with only the
@@ -17,6 +18,11 @@ learning rate, warmup and torch threads. Each contender runs in its own subproce
 - inference: csft's batch predict (length-sorted batches, dynamic padding) vs
   `transformers.pipeline("text-classification", batch_size=32)` on one exported model (the
   packaged MiniLM with a fresh 77-way head), plus single-request latency p50 / p95.
+- tta (time to accuracy; not in the default --modes): wall seconds until validation
+  accuracy first reaches --target-acc (0.92), validated every half epoch on csft's
+  validation rows, for csft's default job (`python -m csft.train`, `csft_tta`) and the best
+  Trainer script a user would write (`hf_tta`: group_by_length, every parameter trains,
+  [CLS] pooler). --epochs defaults to the default job's 5 here (3 for the other modes).
 
 `--device cuda` runs every contender on the first GPU in bf16 (csft `bf16-mixed`, the
 Trainer `bf16=True`, inference in bf16 weights). `--shape bert-base` swaps the weights for a
@@ -24,7 +30,9 @@ randomly initialised model of bert-base's shape (12 layers, 768 wide), the same 
 contender. `--compile` turns on csft's `model.compile` (torch.compile, dynamic shapes).
 
 Prints a Markdown table per mode with ratios (timings are reported, never asserted) and
-writes it to --out (scripts/benchmark_report.py).
+writes it to --out (scripts/benchmark_report.py): full, top2 and inference rewrite the file;
+tta replaces only its own marked section, so `--modes tta` keeps the other modes' results
+(and they keep it). --json merges into the file's earlier results, contender by contender.
 """
 
 from __future__ import annotations
@@ -45,17 +53,20 @@ from typing import Any
 
 # Beside this file, so on sys.path when it runs as a script.
 from benchmark_contenders import (
+    DEFAULT_JOB_EPOCHS,
     ROOT,
     SHAPES,
     TAG,
+    TTA,
     WORKERS,
     csft_config,
     peak_rss_mib,
     progress,
 )
-from benchmark_report import MODES, Run, raw_json, report, summary
+from benchmark_report import MODES, Run, document, raw_json, report, summary, tta_section
 
 DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
+EPOCHS = 3  # the full, top2 and inference modes' default --epochs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,7 +89,7 @@ def worker_main(args: argparse.Namespace) -> int:
         result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     numbers = ", ".join(
         f"{k} {result[k]:.3g}"
-        for k in ("samples_per_s", "rows_per_s", "test_acc", "peak_rss_mib")
+        for k in ("samples_per_s", "rows_per_s", "test_acc", "seconds_to_target", "peak_rss_mib")
         if isinstance(result.get(k), float)
     )
     progress(f"{args.worker}: done ({numbers})" if numbers else f"{args.worker}: done")
@@ -103,7 +114,8 @@ def sample_train(frame: Any, limit: int, seed: int) -> Any:
 
 
 def prepare_data(args: argparse.Namespace, work: Path) -> dict[str, int]:
-    """Train / test CSVs (seeded samples when asked) and split.json; returns the sizes."""
+    """Train / test CSVs (seeded samples when asked) and split.json; returns the sizes: rows
+    read (train, test), csft's split of train (fit, val) and the labels."""
     import pandas as pd
 
     source = Path(args.data_dir) / "banking77"
@@ -119,13 +131,13 @@ def prepare_data(args: argparse.Namespace, work: Path) -> dict[str, int]:
             frame = frame.sample(frac=1.0, random_state=args.seed).head(limit)
         frame.to_csv(work / f"{split}.csv", index=False)
         sizes[split] = len(frame)
-    sizes["labels"] = write_split(args, work)
-    return sizes
+    return sizes | write_split(args, work)
 
 
-def write_split(args: argparse.Namespace, work: Path) -> int:
-    """split.json: csft's own train split (90 %, stratified, seeded), the test rows and the
-    label names, as csft's data module reads them from the recipe; returns the label count."""
+def write_split(args: argparse.Namespace, work: Path) -> dict[str, int]:
+    """split.json: csft's own train and validation splits (90 / 10 %, stratified, seeded),
+    the test rows and the label names, as csft's data module reads them from the recipe;
+    returns the sizes of the splits and the label count."""
     from hydra.utils import instantiate
 
     cfg = csft_config(args, "csft", work / "split")
@@ -135,11 +147,11 @@ def write_split(args: argparse.Namespace, work: Path) -> int:
         split: [
             [e.text, r["label"]] for e, r in zip(dm.examples[split], dm.rows[split], strict=True)
         ]
-        for split in ("train", "test")
+        for split in ("train", "val", "test")
     }
     names = [dm.id2label[i] for i in range(dm.num_labels)]
     (work / "split.json").write_text(json.dumps({"labels": names, **rows}))
-    return len(names)
+    return {"fit": len(rows["train"]), "val": len(rows["val"]), "labels": len(names)}
 
 
 def worker_command(args: argparse.Namespace, name: str, work: Path) -> list[str]:
@@ -147,7 +159,8 @@ def worker_command(args: argparse.Namespace, name: str, work: Path) -> list[str]
         "--worker": name,
         "--workdir": work,
         "--data-dir": args.data_dir,
-        "--epochs": args.epochs,
+        "--epochs": args.tta_epochs if name in TTA else args.epochs,
+        "--target-acc": args.target_acc,
         "--threads": args.threads,
         "--seed": args.seed,
         "--batch-size": args.batch_size,
@@ -237,13 +250,32 @@ def describe_run(args: argparse.Namespace, sizes: dict[str, int]) -> Run:
         f"{os.cpu_count()} CPUs",
         versions=", ".join(f"{p} {version(p)}" for p in packages)
         + f"; Python {platform.python_version()}",
+        fit_rows=sizes["fit"],
+        val_rows=sizes["val"],
+        tta_epochs=args.tta_epochs,
+        target_acc=args.target_acc,
     )
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--modes", default="full,top2,inference", help="comma-separated")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--modes",
+        default="full,top2,inference",
+        help=f"comma-separated, of {','.join(MODES)} (tta: time to accuracy)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help=f"default {EPOCHS}; for the tta mode the most it trains, default the default "
+        f"job's {DEFAULT_JOB_EPOCHS}",
+    )
+    parser.add_argument(
+        "--target-acc",
+        type=float,
+        default=0.92,
+        help="tta: the validation accuracy whose first reaching is timed",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -276,8 +308,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = set(args.modes) - set(MODES)
     if unknown or not args.modes:
         parser.error(f"--modes: expected some of {','.join(MODES)}, got {sorted(unknown)}")
-    if args.epochs < 1 or args.threads < 1 or args.latency_requests < 1:
+    args.tta_epochs = args.epochs or DEFAULT_JOB_EPOCHS
+    args.epochs = args.epochs or EPOCHS
+    if min(args.epochs, args.tta_epochs, args.threads, args.latency_requests) < 1:
         parser.error("--epochs, --threads and --latency-requests must be at least 1")
+    if not 0.0 <= args.target_acc <= 1.0:
+        parser.error(f"--target-acc {args.target_acc}: an accuracy, from 0 to 1")
     if args.device == "cuda" and not args.worker:
         import torch
 
@@ -306,14 +342,19 @@ def main(argv: list[str] | None = None) -> int:
                     continue
             for name in names:
                 results[name] = run_worker(args, name, work)
-    text = report(results, describe_run(args, sizes))
-    print(text)
+    run = describe_run(args, sizes)
+    if any(mode != "tta" for mode in args.modes):
+        print(report(results, run))
+    if "tta" in args.modes:
+        print(tta_section(results, run))
     print("\n".join(summary(results)))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    if args.json:
-        Path(args.json).write_text(raw_json(results))
+    out.write_text(document(out.read_text() if out.is_file() else None, results, run))
+    if args.json:  # merged: a run of some modes keeps the other contenders' numbers
+        path = Path(args.json)
+        earlier = json.loads(path.read_text()) if path.is_file() else {}
+        path.write_text(raw_json({**earlier, **results}))
     print(f"wrote {out} ({time.perf_counter() - started:.0f} s)")
     return 1 if any("failed" in r for r in results.values()) else 0
 

@@ -4,6 +4,10 @@
   with Hydra plus only the benchmark's overrides and built by `csft.train.build`, so the
   benchmark times what `python -m csft.train experiment=banking77 ...` runs.
 - hf, hf_grouped, hf_top2: a plain `transformers.Trainer` script with the same settings.
+- csft_tta, hf_tta: time to accuracy. csft's default job (`python -m csft.train`) and the
+  best Trainer script a user would write (group_by_length, [CLS] pooler), both validated
+  every half epoch on csft's validation rows and stopped at the first validation that
+  reaches the target accuracy.
 - export, csft_predict, pipeline: batch and single-request inference on one export.
 
 Each returns a dict of numbers for scripts/benchmark_report.py. Heavy imports stay inside
@@ -27,6 +31,9 @@ RECIPE = "experiment=banking77"
 TAG = "[benchmark]"
 TOP_LAYERS = 2  # what trains in the top2 mode: conf/freeze/top2.yaml's trainable_layers
 WARMUP = 0.1  # conf/optim/adam_warmup.yaml's warmup_ratio
+DEFAULT_JOB_EPOCHS = 5  # conf/trainer/default.yaml's max_epochs: the tta mode's default
+HALF_EPOCH = 0.5  # the tta mode validates every half epoch (trainer.val_check_interval)
+TTA = ("csft_tta", "hf_tta")
 SHAPES: dict[str, dict[str, int]] = {
     "minilm": {},  # the packaged pretrained weights
     "bert-base": {  # bert-base-uncased's shape on MiniLM's vocabulary, random weights
@@ -36,10 +43,9 @@ SHAPES: dict[str, dict[str, int]] = {
         "intermediate_size": 3072,
     },
 }
-# Off for the csft contenders because the Trainer script does none of it either: no
-# validation, checkpoints, logging or export (lr_monitor needs a logger).
-NOTHING_BUT_TRAINING = (
-    "trainer.limit_val_batches=0",
+# Off for the csft contenders because the Trainer scripts do none of it either: no
+# checkpoints, logging or export (lr_monitor needs a logger) ...
+QUIET = (
     "+trainer.enable_checkpointing=false",
     "trainer.enable_progress_bar=false",
     "logger=none",
@@ -48,6 +54,8 @@ NOTHING_BUT_TRAINING = (
     "callbacks.lr_monitor=null",
     "export=false",
 )
+# ... and no validation, except in the tta mode, which validates to know when to stop.
+NOTHING_BUT_TRAINING = ("trainer.limit_val_batches=0", *QUIET)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,17 +140,90 @@ def training_result(
     }
 
 
+def time_to_accuracy(base: type, target: float) -> Any:
+    """Records (wall seconds since `start()`, epoch, validation accuracy) at the end of every
+    validation pass and stops the fit at the first that reaches `target`; a callback of
+    `base` (`pl.Callback` or `transformers.TrainerCallback`), so both contenders stop by
+    the same rule."""
+
+    class TimeToAccuracy(base):
+        def __init__(self) -> None:
+            super().__init__()
+            self.target = target
+            self.trace: list[dict[str, float]] = []
+            self.reached: dict[str, float] | None = None
+            self.started = self.val_started = time.perf_counter()
+
+        def start(self) -> None:
+            """Called right before fit / train(): the clock counts only what follows."""
+            self.started = time.perf_counter()
+
+        def record(self, epoch: float, acc: float, val_seconds: float) -> bool:
+            """One validation's point; True once the target is reached."""
+            point = {
+                "seconds": time.perf_counter() - self.started,
+                "epoch": epoch,
+                "acc": acc,
+                "val_seconds": val_seconds,
+            }
+            self.trace.append(point)
+            if self.reached is None and acc >= self.target:
+                self.reached = point
+            return self.reached is not None
+
+        # Lightning: on_validation_end sees the epoch's val/acc (as ModelCheckpoint does).
+        def on_validation_start(self, trainer: Any, *_: Any) -> None:
+            self.val_started = time.perf_counter()
+
+        def on_validation_end(self, trainer: Any, *_: Any) -> None:
+            if trainer.sanity_checking:
+                return
+            acc = float(trainer.callback_metrics["val/acc"])
+            epoch = trainer.global_step / trainer.num_training_batches
+            if self.record(epoch, acc, time.perf_counter() - self.val_started):
+                trainer.should_stop = True
+
+        # transformers
+        def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            metrics = kwargs["metrics"]
+            if self.record(state.epoch, metrics["eval_accuracy"], metrics["eval_runtime"]):
+                control.should_training_stop = True
+
+    return TimeToAccuracy()
+
+
+def tta_result(
+    rows: int, val_rows: int, epochs_trained: float, fit_seconds: float, clock: Any
+) -> dict[str, Any]:
+    """What the tta mode reports of one contender; the seconds and epochs to the target are
+    None when it was never reached (then best_val_acc says how close it came)."""
+    reached = clock.reached or {}
+    return {
+        "train_rows": rows,
+        "val_rows": val_rows,
+        "target_acc": clock.target,
+        "seconds_to_target": reached.get("seconds"),
+        "epochs_to_target": reached.get("epoch"),
+        "best_val_acc": max((p["acc"] for p in clock.trace), default=None),
+        "trace": clock.trace,
+        "fit_seconds": fit_seconds,
+        "epochs_trained": epochs_trained,
+        "samples_per_s": rows * epochs_trained / fit_seconds,
+        "val_seconds": sum(p["val_seconds"] for p in clock.trace),
+    }
+
+
 def read_split(workdir: str | Path) -> dict[str, Any]:
-    """split.json: csft's train split and the test rows as [text, label id], with the label
-    names (scripts/benchmark.py writes it), so the Trainer and pipeline workers use the
-    very rows csft uses without importing csft's Lightning stack."""
+    """split.json: csft's train and validation splits and the test rows as [text, label id],
+    with the label names (scripts/benchmark.py writes it), so the Trainer and pipeline
+    workers use the very rows csft uses without importing csft's Lightning stack."""
     return json.loads((Path(workdir) / "split.json").read_text())
 
 
 def check_same_rows(workdir: str | Path, datamodule: Any) -> None:
     """csft's data module must hold exactly the rows the HF workers get from split.json."""
     split = read_split(workdir)
-    for name in ("train", "test"):
+    for name in ("train", "val", "test"):
         texts = [e.text for e in datamodule.examples[name]]
         if texts != [text for text, _ in split[name]]:
             raise SystemExit(f"benchmark: csft's {name} rows differ from split.json")
@@ -152,17 +233,22 @@ def check_same_rows(workdir: str | Path, datamodule: Any) -> None:
 # csft: the recipe, composed
 # ---------------------------------------------------------------------------------------------
 def csft_overrides(args: Any, name: str) -> list[str]:
-    """The recipe and what the benchmark changes in it (reported per contender)."""
-    overrides = [
-        RECIPE,
+    """The recipe (for csft_tta the default job) and what the benchmark changes in it
+    (reported per contender)."""
+    epochs = args.tta_epochs if name in TTA else args.epochs  # equal in a worker
+    settings = [
         f"seed={args.seed}",
-        f"trainer.max_epochs={args.epochs}",
+        f"trainer.max_epochs={epochs}",
         f"data.batch_size={args.batch_size}",
         f"data.max_length={args.max_length}",
         f"optim.lr={args.lr}",
-        # full: everything trains, as in the Trainer script (the recipe freezes embeddings)
-        "freeze=none" if name in ("csft", "export") else "freeze=top2",
     ]
+    if name == "csft_tta":  # the default job as it is, validated every half epoch
+        overrides = [*settings, f"trainer.val_check_interval={HALF_EPOCH}"]
+    else:
+        # full: everything trains, as in the Trainer script (the recipe freezes embeddings)
+        freeze = "freeze=none" if name in ("csft", "export") else "freeze=top2"
+        overrides = [RECIPE, *settings, freeze]
     if name == "csft_top2_cache":
         overrides.append("model.cache_frozen=true")
     if args.compile:
@@ -185,7 +271,7 @@ def csft_config(args: Any, name: str, output_dir: str | Path) -> Any:
     work = Path(args.workdir)
     overrides = [
         *csft_overrides(args, name),
-        *NOTHING_BUT_TRAINING,
+        *(QUIET if name in TTA else NOTHING_BUT_TRAINING),
         f"threads={args.threads}",
         f"paths.data_dir={args.data_dir}",
         f"paths.output_dir={output_dir}",
@@ -220,6 +306,34 @@ def run_csft(args: Any, name: str) -> dict[str, Any]:
             rows, len(datamodule.rows["test"]), args.epochs, fit_seconds, timer.seconds
         ),
         "test_acc": float(test["test/acc"]),
+        "trainable_params": int(model.hparams.trainable_params),
+        "optimizer": describe_optimizer(trainer.optimizers[0]),
+        "attention": model.encoder.config._attn_implementation,
+        "overrides": csft_overrides(args, name),
+    }
+
+
+def run_csft_tta(args: Any, name: str) -> dict[str, Any]:
+    """The default job until its validation accuracy first reaches --target-acc."""
+    import pytorch_lightning as pl
+
+    from csft.train import build
+
+    with tempfile.TemporaryDirectory(prefix=f"csft-{name}-") as out:
+        cfg = csft_config(args, name, out)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)  # as csft.train does
+        datamodule, model, trainer = build(cfg)  # tokenized and built: the clock starts after
+        check_same_rows(args.workdir, datamodule)
+        clock = time_to_accuracy(pl.Callback, args.target_acc)
+        trainer.callbacks.append(clock)
+        rows, val_rows = len(datamodule.rows["train"]), len(datamodule.rows["val"])
+        progress(f"{name}: fit {rows} rows, up to {args.epochs} epochs or {args.target_acc:g}")
+        clock.start()
+        trainer.fit(model, datamodule=datamodule)
+        fit_seconds = time.perf_counter() - clock.started
+        epochs = trainer.global_step / trainer.num_training_batches
+    return {
+        **tta_result(rows, val_rows, epochs, fit_seconds, clock),
         "trainable_params": int(model.hparams.trainable_params),
         "optimizer": describe_optimizer(trainer.optimizers[0]),
         "attention": model.encoder.config._attn_implementation,
@@ -341,28 +455,24 @@ def hf_model(model_dir: str, shape: str, labels: dict[str, Any], top2: bool) -> 
     return model
 
 
-def run_hf(args: Any, name: str) -> dict[str, Any]:
+def need_accelerate(name: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec("accelerate") is None:
         raise SystemExit(
             f"{name}: the Hugging Face Trainer needs accelerate>=1.1 (pip install accelerate)"
         )
-    import numpy as np
-    import transformers
-    from transformers import (
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-    )
+
+
+def hf_data(args: Any, parts: tuple[str, ...]) -> tuple[Any, dict[str, Any], list[Any]]:
+    """The tokenizer, the labels for `from_pretrained` and each part of split.json tokenized
+    as a Trainer script tokenizes (no padding: the collator pads per batch)."""
+    from transformers import AutoTokenizer
 
     from csft.pretrained import packaged_minilm_dir
 
-    model_dir = packaged_minilm_dir()
-    split = read_split(args.workdir)  # the very rows (and label ids) csft trains and tests on
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    split = read_split(args.workdir)  # the very rows (and label ids) csft uses
+    tokenizer = AutoTokenizer.from_pretrained(packaged_minilm_dir())
 
     def dataset(part: str) -> list[dict[str, Any]]:
         texts, labels = [t for t, _ in split[part]], [y for _, y in split[part]]
@@ -372,42 +482,60 @@ def run_hf(args: Any, name: str) -> dict[str, Any]:
             for i, label in enumerate(labels)
         ]
 
-    train_set, test_set = dataset("train"), dataset("test")
-    transformers.set_seed(args.seed)
     names = split["labels"]
     labels = {
         "num_labels": len(names),
         "id2label": dict(enumerate(names)),
         "label2id": {n: i for i, n in enumerate(names)},
     }
-    model = hf_model(model_dir, args.shape, labels, top2=name == "hf_top2")
-    grouped = name == "hf_grouped"
+    return tokenizer, labels, [dataset(part) for part in parts]
+
+
+def hf_training_args(args: Any, out: str, rows: int, grouped: bool, **extra: Any) -> Any:
+    """The Trainer scripts' TrainingArguments: csft's settings, nothing saved or logged."""
+    from transformers import TrainingArguments
+
     if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:  # transformers 5
         sampling = {"train_sampling_strategy": "group_by_length" if grouped else "random"}
     else:
         sampling = {"group_by_length": grouped}
+    settings: dict[str, Any] = {
+        "output_dir": out,
+        "per_device_train_batch_size": args.batch_size,
+        "per_device_eval_batch_size": 128,
+        "num_train_epochs": args.epochs,
+        "learning_rate": args.lr,
+        "warmup_steps": warmup_steps(rows, args.batch_size, args.epochs),
+        "lr_scheduler_type": "linear",
+        **sampling,
+        "report_to": [],
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "logging_strategy": "no",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "use_cpu": args.device == "cpu",
+        "bf16": args.device == "cuda",
+        "seed": args.seed,
+        "max_grad_norm": 1.0,
+    }
+    return TrainingArguments(**{**settings, **extra})
+
+
+def run_hf(args: Any, name: str) -> dict[str, Any]:
+    need_accelerate(name)
+    import numpy as np
+    import transformers
+    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback
+
+    from csft.pretrained import packaged_minilm_dir
+
+    tokenizer, labels, (train_set, test_set) = hf_data(args, ("train", "test"))
+    transformers.set_seed(args.seed)
+    model = hf_model(packaged_minilm_dir(), args.shape, labels, top2=name == "hf_top2")
     timer = epoch_timer(TrainerCallback)
     with tempfile.TemporaryDirectory(prefix=f"hf-{name}-") as out:
-        training_args = TrainingArguments(
-            output_dir=out,
-            per_device_train_batch_size=args.batch_size,
-            per_device_eval_batch_size=128,
-            num_train_epochs=args.epochs,
-            learning_rate=args.lr,
-            warmup_steps=warmup_steps(len(train_set), args.batch_size, args.epochs),
-            lr_scheduler_type="linear",
-            **sampling,
-            report_to=[],
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="no",
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-            use_cpu=args.device == "cpu",
-            bf16=args.device == "cuda",
-            seed=args.seed,
-            max_grad_norm=1.0,
-        )
+        training_args = hf_training_args(args, out, len(train_set), name == "hf_grouped")
         trainer = Trainer(
             model=model,
             args=training_args,
@@ -430,6 +558,68 @@ def run_hf(args: Any, name: str) -> dict[str, Any]:
         "optimizer": describe_optimizer(trainer.optimizer),
         "attention": model.config._attn_implementation,
         "warmup_steps": training_args.warmup_steps,
+    }
+
+
+def half_epoch_steps(rows: int, batch_size: int) -> int:
+    """Optimizer steps between validations: half an epoch's, rounded down as Lightning
+    rounds `val_check_interval=0.5` (so both contenders validate after the same steps)."""
+    return max(1, int(math.ceil(rows / batch_size) * HALF_EPOCH))
+
+
+def run_hf_tta(args: Any, name: str) -> dict[str, Any]:
+    """The best Trainer script a user would write, until its validation accuracy first
+    reaches --target-acc: grouped batches, every parameter trains, [CLS] pooler + head."""
+    need_accelerate(name)
+    import numpy as np
+    import transformers
+    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback
+
+    from csft.pretrained import packaged_minilm_dir
+
+    tokenizer, labels, (train_set, val_set) = hf_data(args, ("train", "val"))
+    transformers.set_seed(args.seed)
+    model = hf_model(packaged_minilm_dir(), args.shape, labels, top2=False)
+
+    def accuracy(predicted: Any) -> dict[str, float]:
+        logits = predicted.predictions
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        return {"accuracy": float(np.mean(np.argmax(logits, -1) == predicted.label_ids))}
+
+    clock = time_to_accuracy(TrainerCallback, args.target_acc)
+    with tempfile.TemporaryDirectory(prefix=f"hf-{name}-") as out:
+        training_args = hf_training_args(
+            args,
+            out,
+            len(train_set),
+            grouped=True,
+            eval_strategy="steps",
+            eval_steps=half_epoch_steps(len(train_set), args.batch_size),
+        )
+        trainer = Trainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_set,
+            eval_dataset=val_set,
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=accuracy,
+            callbacks=[clock],
+        )
+        progress(
+            f"{name}: fit {len(train_set)} rows, up to {args.epochs} epochs or {args.target_acc:g}"
+        )
+        clock.start()
+        trainer.train()
+        fit_seconds = time.perf_counter() - clock.started
+        epochs = trainer.state.global_step / math.ceil(len(train_set) / args.batch_size)
+    return {
+        **tta_result(len(train_set), len(val_set), epochs, fit_seconds, clock),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "optimizer": describe_optimizer(trainer.optimizer),
+        "attention": model.config._attn_implementation,
+        "warmup_steps": training_args.warmup_steps,
+        "eval_steps": training_args.eval_steps,
     }
 
 
@@ -476,6 +666,8 @@ WORKERS: dict[str, Callable[[Any, str], dict[str, Any]]] = {
     "hf": run_hf,
     "hf_grouped": run_hf,
     "hf_top2": run_hf,
+    "csft_tta": run_csft_tta,
+    "hf_tta": run_hf_tta,
     "export": run_export,
     "csft_predict": run_csft_predict,
     "pipeline": run_pipeline,

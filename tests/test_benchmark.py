@@ -1,17 +1,19 @@
 """scripts/benchmark.py: the report's tables from made-up numbers, the csft contenders'
-config (the recipe plus only the benchmark's overrides), the Trainer script's setup.
+config (the recipe plus only the benchmark's overrides), the Trainer script's setup, the
+time-to-accuracy stop through real (tiny) fits.
 
 Timings are printed by the script, never asserted here.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import ROOT, compose
+from conftest import INTENT_FIXTURE, ROOT, compose, tiny_overrides
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import benchmark
@@ -160,6 +162,73 @@ def test_summary_names_only_ratios_whose_both_sides_ran():
     assert report.summary({}) == []
 
 
+def tta(seconds: float | None, epochs: float | None, best: float = 0.93, **extra) -> dict:
+    trace = [{"seconds": 60.0, "epoch": 0.5, "acc": 0.85, "val_seconds": 4.0}]
+    trace += [
+        {"seconds": seconds or 120.0, "epoch": epochs or 1.0, "acc": best, "val_seconds": 4.0}
+    ]
+    return {
+        "seconds_to_target": seconds,
+        "epochs_to_target": epochs,
+        "best_val_acc": best,
+        "trace": trace,
+        "samples_per_s": 95.25,
+        "val_seconds": 8.0,
+        "peak_rss_mib": 1500.0,
+        **extra,
+    }
+
+
+def test_tta_section_has_times_epochs_ratio_traces_and_says_when_the_target_was_missed():
+    results = {
+        "csft_tta": tta(
+            120.0,
+            1.0,
+            trainable_params=22,
+            optimizer="Adam",
+            attention="sdpa",
+            threads=2,
+            overrides=["trainer.val_check_interval=0.5"],
+        ),
+        "hf_tta": tta(300.0, 2.5),
+    }
+    text = report.tta_section(results, fake_run(modes=("tta",)))
+    assert text.startswith(report.TTA_MARKERS[0]) and text.endswith(report.TTA_MARKERS[1])
+    rows = table_rows(text)
+    assert rows["csft_tta"]["wall s to 92 %"] == "120.0"
+    assert rows["csft_tta"]["epochs to 92 %"] == "1.00"
+    assert rows["csft_tta"]["time vs hf_tta"] == "0.40×"
+    assert rows["hf_tta"]["time vs hf_tta"] == "1.00×"
+    assert (rows["hf_tta"]["train samples/s"], rows["hf_tta"]["validation s"]) == ("95.2", "8.0")
+    assert "- `csft_tta`: 0.50: 0.8500 (60 s) · 1.00: 0.9300 (120 s)." in text
+    assert "`trainer.val_check_interval=0.5`" in text  # the setup line
+    assert report.summary(results)[-1].endswith(": 0.40×")
+    missed = {"csft_tta": results["csft_tta"], "hf_tta": tta(None, None, best=0.9012)}
+    rows = table_rows(report.tta_section(missed, fake_run(modes=("tta",))))
+    assert rows["hf_tta"]["wall s to 92 %"] == "not reached (best 0.9012)"
+    assert rows["hf_tta"]["epochs to 92 %"] == "—"
+    assert rows["csft_tta"]["time vs hf_tta"] == "—"
+
+
+def test_a_tta_run_keeps_the_other_modes_results_and_they_keep_its_section():
+    written = report.report({"csft": training(100.0)}, fake_run(modes=("full",)))
+    earlier = f"{written}\n## GPU check\n\nhand-written\n"
+    tta_run = fake_run(modes=("tta",))
+    text = report.document(earlier, {"csft_tta": tta(120.0, 1.0)}, tta_run)
+    section = report.marked_section(text)
+    assert section is not None and "## Time to accuracy" in section
+    assert text.replace(section + "\n\n", "") == earlier  # everything else as it was
+    assert text.index(section) < text.index("## GPU check")
+    again = report.document(text, {"csft_tta": tta(90.0, 1.0)}, tta_run)
+    assert again.count(report.TTA_MARKERS[0]) == 1 and "| csft_tta | 90.0 |" in again
+    assert again.replace(report.marked_section(again), "") == text.replace(section, "")
+    full_again = report.document(again, {"csft": training(50.0)}, fake_run(modes=("full",)))
+    assert report.marked_section(full_again) == report.marked_section(again)
+    assert "| csft | 50.0 |" in full_again
+    fresh = report.document(None, {}, tta_run)
+    assert fresh.startswith(report.TITLE) and report.marked_section(fresh)
+
+
 # ---------------------------------------------------------------------------------------------
 # the csft contenders: the recipe, composed
 # ---------------------------------------------------------------------------------------------
@@ -236,6 +305,47 @@ def test_top2_cache_gpu_and_bert_base_contender_overrides(tmp_path):
     assert plain.trainer.precision == compose(["experiment=banking77"]).trainer.precision
 
 
+def test_csft_tta_contender_is_the_default_job_with_only_the_benchmarks_overrides(tmp_path):
+    cfg = contenders.csft_config(bench_args(tmp_path), "csft_tta", tmp_path / "out")
+    job = compose([])  # `python -m csft.train`: no recipe
+    assert (cfg.trainer.val_check_interval, cfg.trainer.max_epochs) == (0.5, 5)
+    assert cfg.trainer.limit_val_batches is None  # it validates
+    assert (cfg.model.pooling, cfg.freeze.name) == ("cls", "embeddings")
+    allowed = [
+        "trainer.val_check_interval",
+        "threads",
+        "paths",
+        "data.train_file",
+        "data.test_file",
+        "trainer.enable_checkpointing",
+        "export",
+        "logger",
+        "trainer.enable_progress_bar",
+        "callbacks.model_checkpoint",
+        "callbacks.last_checkpoint",
+        "callbacks.lr_monitor",
+    ]
+    mine, theirs = flat(cfg), flat(job)
+    differing = {k for k in mine.keys() | theirs.keys() if mine.get(k, "∅") != theirs.get(k, "∅")}
+    unexplained = {
+        k for k in differing if not any(k == a or k.startswith(f"{a}.") for a in allowed)
+    }
+    assert not unexplained, sorted(unexplained)
+
+
+def test_tta_epochs_default_to_the_default_jobs_and_reach_the_workers(tmp_path):
+    args = bench_args(tmp_path, "--modes", "full,tta", "--target-acc", "0.5")
+    assert (args.epochs, args.tta_epochs) == (3, contenders.DEFAULT_JOB_EPOCHS)
+    assert compose([]).trainer.max_epochs == contenders.DEFAULT_JOB_EPOCHS
+    worker = benchmark.parse_args(benchmark.worker_command(args, "hf_tta", tmp_path)[2:])
+    assert (worker.epochs, worker.target_acc) == (contenders.DEFAULT_JOB_EPOCHS, 0.5)
+    assert benchmark.parse_args(benchmark.worker_command(args, "hf", tmp_path)[2:]).epochs == 3
+    both = bench_args(tmp_path, "--epochs", "2")
+    assert (both.epochs, both.tta_epochs) == (2, 2)
+    with pytest.raises(SystemExit):
+        bench_args(tmp_path, "--target-acc", "92")
+
+
 def test_options_reach_every_worker(tmp_path):
     args = benchmark.parse_args(["--shape", "bert-base", "--compile", "--epochs", "2"])
     command = benchmark.worker_command(args, "hf", tmp_path)
@@ -277,6 +387,82 @@ def test_one_epoch_timer_serves_lightning_and_the_trainer():
     assert len(lightning.seconds) == len(hf.seconds) == 2
     assert contenders.later_epochs_rate(100, [5.0, 2.0, 2.0]) == 50.0
     assert contenders.later_epochs_rate(100, [5.0]) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# time to accuracy: the stop, through real fits of tiny models
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("target", [0.0, 1.01])  # reached at once; never
+def test_csft_fit_stops_at_the_first_validation_that_reaches_the_target(tmp_path, target):
+    import pytorch_lightning as pl
+
+    from csft.train import build
+
+    overrides = [*INTENT_FIXTURE, "data.batch_size=4", "trainer.max_epochs=2", "logger=none"]
+    overrides += ["trainer.val_check_interval=0.5", *contenders.QUIET]
+    datamodule, model, trainer = build(compose(tiny_overrides(tmp_path, *overrides)))
+    clock = contenders.time_to_accuracy(pl.Callback, target)
+    trainer.callbacks.append(clock)
+    clock.start()
+    trainer.fit(model, datamodule=datamodule)
+    rows = len(datamodule.rows["train"])  # 18: 5 batches, validated after 2 and 4
+    assert trainer.val_check_batch == contenders.half_epoch_steps(rows, 4) == 2
+    epochs = [round(p["epoch"], 2) for p in clock.trace]
+    if target == 0.0:
+        assert epochs == [0.4] and trainer.global_step == 2
+        assert clock.reached == clock.trace[0]
+    else:
+        assert epochs == [0.4, 0.8, 1.4, 1.8] and trainer.global_step == 10
+        assert clock.reached is None
+    seconds = [p["seconds"] for p in clock.trace]
+    assert seconds == sorted(seconds) and all(
+        0 < p["val_seconds"] < p["seconds"] for p in clock.trace
+    )
+    result = contenders.tta_result(rows, 6, trainer.global_step / 5, 1.0, clock)
+    assert result["best_val_acc"] == max(p["acc"] for p in clock.trace)
+    assert result["seconds_to_target"] == (clock.trace[0]["seconds"] if target == 0.0 else None)
+
+
+@pytest.mark.parametrize("target", [0.0, 1.01])
+def test_trainer_stops_at_the_first_evaluation_that_reaches_the_target(
+    tmp_path, tiny_bert_dir, tokenizer, target
+):
+    pytest.importorskip("accelerate", reason="the Hugging Face Trainer needs accelerate")
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+    )
+
+    texts = [f"message number {i} about {'cards' if i % 2 else 'transfers'}" for i in range(20)]
+    rows = [{**tokenizer(t), "labels": i % 2} for i, t in enumerate(texts)]
+    args = bench_args(tmp_path, "--batch-size", "4", "--epochs", "2", "--threads", "1")
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2)
+    clock = contenders.time_to_accuracy(TrainerCallback, target)
+    steps = contenders.half_epoch_steps(16, 4)  # 4 batches an epoch: every 2 steps
+    trainer = Trainer(
+        model=model,
+        args=contenders.hf_training_args(
+            args, str(tmp_path), 16, grouped=True, eval_strategy="steps", eval_steps=steps
+        ),
+        train_dataset=rows[:16],
+        eval_dataset=rows[16:],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=lambda p: {
+            "accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())
+        },
+        callbacks=[clock],
+    )
+    clock.start()
+    trainer.train()
+    epochs = [p["epoch"] for p in clock.trace]
+    if target == 0.0:
+        assert epochs == [0.5] and trainer.state.global_step == 2
+        assert clock.reached == clock.trace[0]
+    else:
+        assert epochs == [0.5, 1.0, 1.5, 2.0] and trainer.state.global_step == 8
+        assert clock.reached is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,6 +539,42 @@ def test_benchmark_runs_every_contender_and_writes_the_table(tmp_path, data_dir)
     assert rows["hf"]["samples/s vs hf"] == "1.00×"
     assert rows["csft"]["samples/s vs hf"].endswith("×")
     assert "`experiment=banking77 seed=42" in markdown
+
+
+@pytest.mark.slow  # 2 workers with the real MiniLM: about a minute on 2 busy cores
+def test_tta_mode_end_to_end_stops_both_at_the_first_half_epoch_validation(tmp_path, data_dir):
+    """Both tta contenders on 96 rows with a target of 0: each stops at its first
+    validation (3 batches an epoch: after 1), and the other modes' results in --out and
+    --json stay."""
+    pytest.importorskip("accelerate", reason="the Hugging Face Trainer needs accelerate")
+    out, raw = tmp_path / "bench.md", tmp_path / "bench.json"
+    out.write_text("# Benchmarks\n\nearlier tables\n\n## Deployment\n\nhand-written\n")
+    raw.write_text(json.dumps({"csft": {"samples_per_s": 103.9}}))
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "benchmark.py"),
+        *("--modes", "tta", "--train-rows", "96", "--test-rows", "16", "--target-acc", "0"),
+        *("--threads", "1", "--out", str(out), "--json", str(raw)),
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    markdown, results = out.read_text(), json.loads(raw.read_text())
+    assert markdown.startswith("# Benchmarks\n\nearlier tables\n\n<!-- benchmark:tta -->")
+    assert markdown.endswith("## Deployment\n\nhand-written\n")
+    assert results["csft"] == {"samples_per_s": 103.9}
+    rows = table_rows(markdown)
+    for name in report.MODES["tta"]:
+        result = results[name]
+        assert len(result["trace"]) == 1, name  # stopped at the first validation
+        first = result["trace"][0]
+        assert result["seconds_to_target"] == first["seconds"] > 0
+        assert result["epochs_to_target"] == first["epoch"] <= 0.5
+        assert result["train_rows"] + result["val_rows"] == 96
+        assert float(rows[name]["wall s to 0 %"]) > 0
+    for key in ("epochs_to_target", "train_rows", "val_rows"):
+        assert results["csft_tta"][key] == results["hf_tta"][key], key
+    assert rows["hf_tta"]["time vs hf_tta"] == "1.00×"
+    assert "`seed=42 trainer.max_epochs=5" in markdown
 
 
 @pytest.mark.slow  # the real MiniLM, fitted on 80 Banking77 rows
