@@ -121,6 +121,7 @@ RULES: dict[str, Rule] = {
     "freeze.trainable_layers": NULL | integer(0),
     "optim.lr": number(gt=0),
     "optim.head_lr": NULL | number(gt=0),
+    "optim.layer_decay": number(gt=0, le=1),
     "optim.weight_decay": number(ge=0),
     "optim.scheduler.warmup_ratio": number(ge=0, lt=1),
     "trainer.max_epochs": NULL | integer(-1),

@@ -76,6 +76,7 @@ def build(cfg: DictConfig) -> tuple[FileDataModule, Classifier, pl.Trainer]:
         scheduler=instantiate(cfg.optim.scheduler),
         weight_decay=cfg.optim.weight_decay,
         head_lr=cfg.optim.head_lr,
+        layer_decay=cfg.optim.layer_decay,
     )
     trainer = instantiate(
         cfg.trainer,

@@ -81,3 +81,51 @@ def test_parameter_groups_skip_frozen_parameters():
     groups = parameter_groups([(layer, None)], 0.1)
     assert len(groups) == 1 and groups[0]["params"][0] is layer.weight
     assert "lr" not in groups[0]
+
+
+def test_layer_decay_gives_each_layer_its_own_lr_in_a_real_fit(tmp_path):
+    """optim.layer_decay=0.5 on the 2-layer tiny BERT: top layer and pooler at lr, the layer
+    below at lr/2, the embeddings at lr/4, the head at optim.head_lr; every trainable
+    parameter in exactly one group."""
+    import pytorch_lightning as pl
+    from conftest import INTENT_FIXTURE, compose, tiny_overrides
+
+    from csft.train import build
+
+    cfg = compose(
+        tiny_overrides(
+            tmp_path,
+            *INTENT_FIXTURE,
+            "freeze=none",
+            "optim.lr=1e-3",
+            "optim.head_lr=5e-3",
+            "optim.layer_decay=0.5",
+            "trainer.max_steps=1",
+        )
+    )
+    pl.seed_everything(0)
+    datamodule, model, trainer = build(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    lr_of = {}
+    for group in trainer.optimizers[0].param_groups:
+        for p in group["params"]:
+            lr_of[id(p)] = group["initial_lr"]
+    encoder = model.encoder
+    expected = {
+        **{id(p): 1e-3 / 4 for p in encoder.embeddings.parameters()},
+        **{id(p): 1e-3 / 2 for p in encoder.encoder.layer[0].parameters()},
+        **{id(p): 1e-3 for p in encoder.encoder.layer[1].parameters()},
+        **{id(p): 1e-3 for p in encoder.pooler.parameters()},
+        **{id(p): 5e-3 for p in model.head.parameters()},
+    }
+    assert lr_of == pytest.approx(expected)
+    assert len(lr_of) == sum(1 for p in model.parameters() if p.requires_grad)
+
+
+def test_layer_decay_outside_0_1_is_refused_by_key(tmp_path):
+    from conftest import INTENT_FIXTURE, compose, tiny_overrides
+
+    from csft.checks import check_config
+
+    with pytest.raises(ConfigError, match=r"optim\.layer_decay"):
+        check_config(compose(tiny_overrides(tmp_path, *INTENT_FIXTURE, "optim.layer_decay=1.5")))

@@ -19,7 +19,7 @@ from csft.model.frozen_cache import FrozenFeatureCache
 from csft.model.heads import POOLINGS, ClassificationHead, mean_pool
 from csft.model.losses import Loss, from_hparams, loss_for_task
 from csft.model.metrics import task_metrics, update_metrics
-from csft.model.optim import parameter_groups
+from csft.model.optim import apply_lr_scales, layer_decay_parts, parameter_groups
 from csft.model.prototypes import HEAD_INITS, prototype_weights
 from csft.pretrained import load_encoder
 
@@ -54,6 +54,7 @@ class Classifier(pl.LightningModule):
         scheduler: SchedulerFactory | None = None,
         weight_decay: float = 0.0,
         head_lr: float | None = None,
+        layer_decay: float = 1.0,
         random_init: bool = False,
         config_overrides: dict[str, Any] | None = None,
         attn_implementation: str | None = "sdpa",
@@ -285,16 +286,20 @@ class Classifier(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise ConfigError("no optimizer configured (optim.optimizer).")
+        decay = self.hparams.get("layer_decay", 1.0)
+        encoder_parts = (
+            [(self.encoder, None)] if decay == 1.0 else layer_decay_parts(self.encoder, decay)
+        )
         groups = parameter_groups(
-            [(self.encoder, None), (self.head, self.hparams.head_lr)], self.hparams.weight_decay
+            [*encoder_parts, (self.head, self.hparams.head_lr)], self.hparams.weight_decay
         )
         if not groups:
             raise ConfigError("the freeze policy leaves no trainable parameters.")
-        optimizer = self.optimizer_factory(groups)
+        optimizer = apply_lr_scales(self.optimizer_factory(groups))
         if optimizer.defaults.get("fused") and _mixed_precision_clips(self.trainer):
             # Lightning unscales mixed-precision gradients before clipping them, which a fused
             # optimizer (it unscales inside step()) refuses: fall back to the foreach kernels.
-            optimizer = self.optimizer_factory(groups, fused=False)
+            optimizer = apply_lr_scales(self.optimizer_factory(groups, fused=False))
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(

@@ -22,16 +22,21 @@ def no_decay(name: str) -> bool:
 
 
 def parameter_groups(
-    modules: Iterable[tuple[nn.Module, float | None]], weight_decay: float
+    modules: Iterable[tuple[nn.Module, float | None] | tuple[nn.Module, float | None, float]],
+    weight_decay: float,
 ) -> list[dict]:
-    """One decay and one no-decay group per (module, lr); frozen parameters are left out.
+    """One decay and one no-decay group per (module, lr[, lr_scale]); frozen parameters are
+    left out.
 
-    An lr of None leaves the group on the optimizer's own lr.
+    An lr of None leaves the group on the optimizer's own lr. An `lr_scale` other than 1 is
+    kept in the group for `apply_lr_scales` (the optimizer's lr is only known once it exists).
     """
     groups = []
-    for module, lr in modules:
+    for module, lr, *scale in modules:
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         own_lr = {} if lr is None else {"lr": lr}
+        if scale and scale[0] != 1.0:
+            own_lr["lr_scale"] = scale[0]
         decayed = [p for n, p in named if not no_decay(n)]
         plain = [p for n, p in named if no_decay(n)]
         if decayed:
@@ -39,6 +44,27 @@ def parameter_groups(
         if plain:
             groups.append({"params": plain, "weight_decay": 0.0, **own_lr})
     return groups
+
+
+def layer_decay_parts(encoder: nn.Module, decay: float) -> list[tuple[nn.Module, None, float]]:
+    """Layer-wise lr decay (LLRD): the top layer (and the pooler) at the base lr, each layer
+    below at `decay` times the one above, the embeddings lowest. Lower layers hold the
+    general language the pretrained model brings; they should move least."""
+    if not 0.0 < decay <= 1.0:
+        raise ConfigError(f"optim.layer_decay={decay}: expected a number in (0, 1].")
+    layers = list(encoder.encoder.layer)
+    parts: list[tuple[nn.Module, None, float]] = [(encoder.embeddings, None, decay ** len(layers))]
+    parts += [(layer, None, decay ** (len(layers) - 1 - i)) for i, layer in enumerate(layers)]
+    if getattr(encoder, "pooler", None) is not None:
+        parts.append((encoder.pooler, None, 1.0))
+    return parts
+
+
+def apply_lr_scales(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Multiply each group's lr by its `lr_scale` (before any scheduler records the lrs)."""
+    for group in optimizer.param_groups:
+        group["lr"] *= group.pop("lr_scale", 1.0)
+    return optimizer
 
 
 def warmup_factor(step: int, total_steps: int, warmup_steps: int, decay: str) -> float:
