@@ -38,9 +38,7 @@ def _require(*names: str) -> None:
         try:
             __import__(name)
         except ImportError:
-            raise ConfigError(
-                f"ONNX needs the package {name}: pip install 'csft[onnx]'."
-            ) from None
+            raise ConfigError(f"ONNX needs the package {name}: pip install 'csft[onnx]'.") from None
 
 
 def export_onnx(model_dir: str | Path, quantize: str | None = None) -> list[Path]:
