@@ -74,7 +74,9 @@ class Predictor:
             config = read_config(model_dir)
             run_batch = lambda batch: run_session(session, batch)  # noqa: E731
         try:
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            # trust_remote_code=False: a mean-pooling export names its own config class
+            # (auto_map); without the flag transformers would stop and ask on stdin.
+            tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
         except (OSError, ValueError) as err:
             raise DataError(f"{model_dir}: the tokenizer cannot be loaded: {err}") from None
         if metadata["task"] == REGRESSION:

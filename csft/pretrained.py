@@ -68,7 +68,8 @@ def from_pretrained(loader: Any, name_or_path: str, **kwargs: Any) -> Any:
 def load_tokenizer(name_or_path: str) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = from_pretrained(AutoTokenizer, name_or_path)
+    # trust_remote_code=False: never run, nor ask on stdin about, code a model folder brings.
+    tokenizer = from_pretrained(AutoTokenizer, name_or_path, trust_remote_code=False)
     if not tokenizer.is_fast:
         raise ModelNotAvailableError(f"{name_or_path}: csft needs a fast (Rust) tokenizer.")
     return tokenizer

@@ -250,3 +250,26 @@ def test_pipeline_and_csft_evaluate_agree_on_multi_turn_pairs(tmp_path):
         for answer, e in zip(answers, examples, strict=True)
     ) / len(examples)
     assert scored["test/acc"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_loading_a_mean_export_for_inference_never_asks_on_stdin(exports, monkeypatch):
+    """transformers asks "Do you wish to run the custom code?" on stdin when a folder with an
+    auto_map is loaded without trust_remote_code; a server would hang on it."""
+    import builtins
+
+    from csft.data.example import Example
+    from csft.inference import Predictor
+    from csft.pretrained import load_tokenizer
+
+    prompts = []
+
+    def answer_no(prompt: str = "") -> str:  # transformers swallows errors raised here
+        prompts.append(prompt)
+        return "n"
+
+    monkeypatch.setattr(builtins, "input", answer_no)
+    _, export = exports["mean"]
+    predictor = Predictor.load(export)
+    assert predictor.predict([Example("my card is lost")])[0]["label"] in predictor.labels
+    assert load_tokenizer(str(export))("my card")["input_ids"][0] == 101
+    assert prompts == []
