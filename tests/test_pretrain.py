@@ -134,11 +134,12 @@ def test_fine_tuning_starts_from_the_pretrained_encoder(pretrained, tmp_path):
             "data.batch_size=4",
             "trainer.max_epochs=1",
             "freeze=embeddings",
-            "report=false",
+            # report on (the default): the export of a pretrained encoder is evaluated too
         )
     )
     results = train(cfg)
     assert math.isfinite(results["test/loss"]) and 0 <= results["test/acc"] <= 1
+    assert (tmp_path / "evaluation").is_dir() and "test/ece" in results
     exported = json.loads((tmp_path / "model" / "config.json").read_text())
     assert exported["num_hidden_layers"] == 4  # the encoder folder's, not model=tiny's 2
     # freeze=embeddings: the fine-tuned model's embeddings are the pretrained ones.
