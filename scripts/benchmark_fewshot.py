@@ -278,31 +278,13 @@ def check_same_sample(payload: dict[str, Any], csft_dir: Path) -> None:
         )
 
 
-def saved_overrides(run_dir: Path) -> list[str]:
-    import yaml
-
-    path = run_dir / ".hydra" / "overrides.yaml"
-    return list(yaml.safe_load(path.read_text()) or []) if path.is_file() else []
-
-
 def run_csft(run_dir: Path, overrides: list[str], python: str, threads: int) -> None:
-    """One `python -m csft.train` run (skipped when its metrics.json exists)."""
-    if (run_dir / "metrics.json").is_file():
-        if saved_overrides(run_dir) != overrides:
-            raise BenchmarkError(
-                f"{run_dir} was made with the overrides {saved_overrides(run_dir)}, not "
-                f"{overrides}: use another --runs or remove that run."
-            )
-        print(f"{run_dir.name}: done before (metrics.json), skipped", flush=True)
-        return
-    print(f"{run_dir.name}: {python} -m csft.train {' '.join(overrides)}", flush=True)
-    command = [python, "-m", "csft.train", *overrides, f"hydra.run.dir={run_dir}"]
-    status = subprocess.run(command, check=False, env=thread_env(threads)).returncode
-    if status != 0 or not (run_dir / "metrics.json").is_file():
-        raise BenchmarkError(
-            f"{run_dir.name} failed (exit status {status}); its log: {run_dir / 'train.log'}. "
-            "Run the script again to resume from this run."
-        )
+    """One `python -m csft.train` run (skipped when its metrics.json exists), as
+    learning_curve.py runs them; imported here, not at the top: the setfit worker's venv has
+    no csft."""
+    from learning_curve import run_csft_train
+
+    run_csft_train(run_dir, overrides, python, run_dir.name, env=thread_env(threads))
 
 
 def setfit_settings(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any]:

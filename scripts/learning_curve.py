@@ -83,28 +83,35 @@ def saved_overrides(run_dir: Path) -> list[str]:
     return list(yaml.safe_load(path.read_text()) or []) if path.is_file() else []
 
 
+def run_csft_train(
+    run_dir: Path, overrides: list[str], python: str, where: str, env: dict | None = None
+) -> None:
+    """One `python -m csft.train` subprocess into `run_dir`, skipped when its metrics.json
+    exists (made with the same overrides; others are an error). Shared with
+    benchmark_fewshot.py."""
+    if (run_dir / "metrics.json").is_file():
+        if saved_overrides(run_dir) != overrides:
+            raise ConfigError(
+                f"{run_dir} was made with the overrides {saved_overrides(run_dir)}, not "
+                f"{overrides}: use another --out (or --runs) or remove that run."
+            )
+        print(f"{where}: done before (metrics.json), skipped", flush=True)
+        return
+    print(f"{where}: {python} -m csft.train {' '.join(overrides)}", flush=True)
+    command = [python, "-m", "csft.train", *overrides, f"hydra.run.dir={run_dir}"]
+    status = subprocess.run(command, check=False, env=env).returncode
+    if status != 0 or not (run_dir / "metrics.json").is_file():
+        raise CsftError(
+            f"{run_dir.name} failed (exit status {status}); its log: {run_dir / 'train.log'}. "
+            "Run the script again to resume from this run."
+        )
+
+
 def run_all(runs: list[Run], runs_dir: Path, extra: list[str], python: str) -> None:
     """Each run not finished yet, as a subprocess; stops at the first that fails."""
     for number, run in enumerate(runs, 1):
-        run_dir = runs_dir / run.name
-        overrides = run.overrides(extra)
         where = f"[{number}/{len(runs)}] {run.name}"
-        if (run_dir / "metrics.json").is_file():
-            if saved_overrides(run_dir) != overrides:
-                raise ConfigError(
-                    f"{run_dir} was made with the overrides {saved_overrides(run_dir)}, not "
-                    f"{overrides}: use another --out (or --runs) or remove that run."
-                )
-            print(f"{where}: done before (metrics.json), skipped", flush=True)
-            continue
-        print(f"{where}: {python} -m csft.train {' '.join(overrides)}", flush=True)
-        command = [python, "-m", "csft.train", *overrides, f"hydra.run.dir={run_dir}"]
-        status = subprocess.run(command, check=False).returncode
-        if status != 0 or not (run_dir / "metrics.json").is_file():
-            raise CsftError(
-                f"{run.name} failed (exit status {status}); its log: {run_dir / 'train.log'}. "
-                "Run the script again to resume from this run."
-            )
+        run_csft_train(runs_dir / run.name, run.overrides(extra), python, where)
 
 
 # -- reading the runs ---------------------------------------------------------------------
