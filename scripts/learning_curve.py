@@ -117,16 +117,9 @@ def run_all(runs: list[Run], runs_dir: Path, extra: list[str], python: str) -> N
 # -- reading the runs ---------------------------------------------------------------------
 def train_split(run_dir: Path) -> tuple[int, int]:
     """(train rows, classes) of a run, from its saved data config: its exact train split."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
+    from csft.data.pseudo_labels import load_run_datamodule
 
-    from csft.resolvers import register_resolvers
-
-    register_resolvers()
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    cfg.data.cache_dir = None  # ${hydra:...} resolves only inside a Hydra job
-    cfg.data.pop("fetch", None)
-    train = instantiate(cfg.data, tokenizer="unused").sampled_splits()["train"]
+    train = load_run_datamodule(run_dir).sampled_splits()["train"]
     return len(train), len({str(e.label) for e in train})
 
 

@@ -17,6 +17,7 @@ from csft.data.dialogues import read_dialogues
 from csft.data.encoding import Encoding, encode_cached
 from csft.data.example import CLASSIFICATION, TASKS, Example, LabelVocab
 from csft.data.fewshot import Subsample
+from csft.data.pseudo_labels import read_pseudo_labels
 from csft.data.readers import read_examples
 from csft.data.samplers import LengthBucketBatchSampler
 from csft.errors import ConfigError, DataError
@@ -91,6 +92,7 @@ class FileDataModule(pl.LightningDataModule):
         shots_per_class: int | None = None,
         train_fraction: float | None = None,
         sample_seed: int = 0,
+        pseudo_labels: str | None = None,
     ) -> None:
         super().__init__()
         self.tokenizer_name = tokenizer
@@ -120,6 +122,7 @@ class FileDataModule(pl.LightningDataModule):
         self.fetch = fetch
         self.subsample = Subsample(shots_per_class, train_fraction, sample_seed)
         self.subsample.check()  # before any file is read
+        self.pseudo_labels = pseudo_labels
         self.examples: dict[str, list[Example]] = {}
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.vocab: LabelVocab | None = None
@@ -163,18 +166,33 @@ class FileDataModule(pl.LightningDataModule):
         return not self.files["val"]
 
     def sampled_splits(self) -> dict[str, list[Example]]:
-        """`load_splits` with the few-shot / fractional sample applied; needs no tokenizer, so
-        a script can get a run's exact rows."""
+        """`load_splits` with the few-shot / fractional sample applied, then the pseudo-labelled
+        rows added to train; needs no tokenizer, so a script can get a run's exact rows."""
         splits = self.load_splits()
-        if not self.subsample.active:
-            return splits
-        return self.subsample.apply(splits, self.val_carved, by_label=self.task == CLASSIFICATION)
+        if self.subsample.active:
+            by_label = self.task == CLASSIFICATION
+            splits = self.subsample.apply(splits, self.val_carved, by_label=by_label)
+        if self.pseudo_labels:
+            if self.task != CLASSIFICATION:
+                raise ConfigError("data.pseudo_labels: self-training needs a classification task.")
+            known = {str(e.label) for e in splits["train"]}
+            splits["train"] = splits["train"] + read_pseudo_labels(self.pseudo_labels, known)
+        return splits
 
     def sample_record(self) -> dict[str, Any] | None:
-        """The sampled rows' sources (None without a sample): <run dir>/data_sample.json."""
-        if not self.subsample.active:
+        """The sampled rows' sources (None without a sample or pseudo-labels):
+        <run dir>/data_sample.json. Pseudo-labelled rows are named by their file."""
+        if not self.subsample.active and not self.pseudo_labels:
             return None
-        return self.subsample.record(self.examples or self.sampled_splits())
+        splits = self.examples or self.sampled_splits()
+        labelled = [e for e in splits["train"] if not e.source.endswith("(pseudo-label)")]
+        record = self.subsample.record({**splits, "train": labelled})
+        if self.pseudo_labels:
+            record["pseudo_labels"] = {
+                "file": str(self.pseudo_labels),
+                "rows": len(splits["train"]) - len(labelled),
+            }
+        return record
 
     # -- Lightning hooks -------------------------------------------------------------------
     @property
