@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from csft.checks import NULL, Rule, check_config, integer, number, position_limit
-from csft.console import quiet_libraries, results_table
+from csft.console import results_table
 from csft.data.corpus import (
     MaskedLMDataModule,
     clean_corpus,
@@ -29,14 +29,13 @@ from csft.data.corpus import (
     read_text_file,
     split_corpus,
 )
-from csft.distributed import end_process_group, isolated_job, use_job_subprocess_command
-from csft.errors import ConfigError, CsftError
+from csft.distributed import end_process_group, use_job_subprocess_command
+from csft.errors import ConfigError
 from csft.instantiation import instantiate_unwrapping_errors
+from csft.job import instantiate_dict, plain_number, restore_best_weights, run_job
 from csft.model.masked_lm import MaskedLM, masked_lm_config
 from csft.resolvers import register_resolvers
-from csft.sweep_summary import record_failure
-from csft.tracking import finish_wandb, make_loggers, report_wandb_location
-from csft.train import _number, in_multirun, instantiate_dict, restore_best_weights
+from csft.tracking import make_loggers, report_wandb_location
 
 log = logging.getLogger("csft.pretrain")
 register_resolvers()
@@ -173,7 +172,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         "total_params": model.hparams.total_params,
         "best_checkpoint": best,
     }
-    results = {key: _number(value) for key, value in results.items()}
+    results = {key: plain_number(value) for key, value in results.items()}
 
     is_global_zero = trainer.is_global_zero
     end_process_group()
@@ -191,32 +190,9 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="pkg://csft.conf", config_name="pretrain")
 def run(cfg: DictConfig) -> float | None:
-    """The Hydra job; returns the final val/loss (what a sweep would minimize).
-
-    A single run stops on a user error with one line (exit status 2); in a multirun a failing
-    job is recorded (failed.json, the log) and returns NaN, so the sweep goes on.
-    """
-    quiet_libraries()
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    failed = True
-    try:
-        with isolated_job():
-            results = pretrain(cfg)
-        failed = False
-    except Exception as err:
-        if in_multirun():
-            log.exception("job failed: %s", err)
-            record_failure(output_dir, err)
-            return float("nan")
-        if isinstance(err, CsftError):
-            log.error("%s", err)
-            print(f"csft: error: {err}", file=sys.stderr)
-            sys.exit(2)
-        raise
-    finally:
-        finish_wandb(failed)
-    return float(results.get("val/loss", float("nan")))
+    """The Hydra job (error policy: `csft.job.run_job`); returns the final val/loss (what a
+    sweep would minimize)."""
+    return run_job(cfg, pretrain, lambda results: float(results.get("val/loss", math.nan)), log)
 
 
 def main() -> float | None:

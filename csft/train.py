@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
 import warnings
@@ -23,31 +22,24 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from csft.checks import check_config
-from csft.console import quiet_libraries, results_table
+from csft.console import results_table
 from csft.data.datamodule import FileDataModule
 from csft.data.example import CLASSIFICATION, REGRESSION
-from csft.distributed import end_process_group, isolated_job, use_job_subprocess_command
+from csft.distributed import end_process_group, use_job_subprocess_command
 from csft.errors import ConfigError, CsftError
 from csft.evaluate import evaluate
 from csft.export import export_model
 from csft.instantiation import instantiate_unwrapping_errors
+from csft.job import instantiate_dict, plain_number, restore_best_weights, run_job
 from csft.model.calibration import Calibration, calibrate
 from csft.model.classifier import Classifier
 from csft.model.metrics import mean_baseline
 from csft.resolvers import register_resolvers
-from csft.resume import RunInterrupted, check_checkpoint, resume_arguments
-from csft.sweep_summary import record_failure
-from csft.tracking import finish_wandb, log_evaluation, make_loggers, report_wandb_location
+from csft.resume import check_checkpoint, resume_arguments
+from csft.tracking import log_evaluation, make_loggers, report_wandb_location
 
 log = logging.getLogger("csft.train")
 register_resolvers()
-
-
-def instantiate_dict(group: DictConfig | None) -> list[Any]:
-    """Instantiate each `_target_` entry of a config group like `callbacks` or `logger`."""
-    if not group:
-        return []
-    return [instantiate(item) for item in group.values() if item and "_target_" in item]
 
 
 def build(cfg: DictConfig) -> tuple[FileDataModule, Classifier, pl.Trainer]:
@@ -127,7 +119,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     results |= run_facts(trainer, model, fit_seconds, best)
     if resume_from:
         results["resumed_from"] = str(resume_from)  # fit_seconds and samples: this part only
-    results = {key: _number(value) for key, value in results.items()}
+    results = {key: plain_number(value) for key, value in results.items()}
 
     # DDP: from here on one process works on whole splits. Close the group first, so the
     # export's evaluation neither shards the test split nor waits on ranks that have left.
@@ -141,16 +133,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     print(results_table(results))
     return results
-
-
-def restore_best_weights(trainer: pl.Trainer, model: Classifier) -> str | None:
-    """Load the best checkpoint's weights into `model`; its path, or None when no checkpoint
-    was kept (fast_dev_run): then the weights are the last ones."""
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-    if best:
-        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-        model.load_state_dict(state)
-    return best
 
 
 def measure_best(
@@ -260,54 +242,14 @@ def calibrate_on_validation(
     return calibrate(torch.cat(logits), torch.cat(labels), target_accuracy)
 
 
-def _number(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        value = value.item()
-    if isinstance(value, float):
-        return round(value, 6) if math.isfinite(value) else str(value)
-    return value
-
-
-def in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 @hydra.main(version_base="1.3", config_path="pkg://csft.conf", config_name="train")
 def run(cfg: DictConfig) -> float | None:
     """The Hydra job; returns the optimized metric so sweepers (Optuna) can use it.
 
-    A single run stops on a user error with one line (exit status 2). In a multirun a
-    failing job is recorded (failed.json, the log) and returns NaN, so the sweep goes on.
-    A run stopped by a signal saves last.ckpt and exits 128 + the signal's number.
+    The error policy is `csft.job.run_job`'s; a run stopped by a signal saves last.ckpt
+    first (`csft.resume`).
     """
-    quiet_libraries()
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    failed = True
-    try:
-        with isolated_job():
-            results = train(cfg)
-        failed = False
-    except RunInterrupted as stop:
-        log.warning("%s", stop)
-        print(f"csft: {stop}", file=sys.stderr)
-        sys.exit(stop.exit_code)
-    except Exception as err:
-        if in_multirun():
-            log.exception("job failed: %s", err)
-            record_failure(output_dir, err)
-            return float("nan")
-        if isinstance(err, CsftError):
-            log.error("%s", err)
-            print(f"csft: error: {err}", file=sys.stderr)
-            sys.exit(2)
-        raise
-    finally:
-        finish_wandb(failed)
-    return sweep_score(results, cfg.optimized_metric)
+    return run_job(cfg, train, lambda results: sweep_score(results, cfg.optimized_metric), log)
 
 
 def sweep_score(results: dict[str, Any], metric: str) -> float:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from csft.data.example import Example
 from csft.data.readers import SUFFIXES, read_rows
-from csft.data.samplers import LengthBucketBatchSampler
+from csft.data.samplers import rank_batch_sampler
 from csft.errors import ConfigError, DataError
 from csft.pretrained import load_tokenizer
 
@@ -228,22 +228,14 @@ class MaskedLMDataModule(pl.LightningDataModule):
         )
 
     def loader(self, rows: list[dict[str, list[int]]], train: bool = False) -> DataLoader:
-        """Like `FileDataModule.loader`: length-bucketed, sharded per DDP rank."""
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        world = torch.distributed.get_world_size() if distributed else 1
-        if not train and len(rows) < world:
-            raise ConfigError(
-                f"the validation share holds {len(rows)} texts, fewer than the {world} DDP "
-                f"processes: raise val_fraction."
-            )
-        sampler = LengthBucketBatchSampler(
+        """Length-bucketed, this DDP rank's share; training batches masked afresh."""
+        sampler = rank_batch_sampler(
             [len(r["input_ids"]) for r in rows],
             self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            seed=self.seed,
-            pool_batches=self.pool_batches,
-            num_replicas=world,
-            rank=torch.distributed.get_rank() if distributed else 0,
+            train,
+            self.seed,
+            self.pool_batches,
+            fix="raise val_fraction.",
         )
         pad = PadMasked(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
         collate = self.collator() if train else pad

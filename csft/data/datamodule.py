@@ -19,7 +19,7 @@ from csft.data.example import CLASSIFICATION, TASKS, Example, LabelVocab
 from csft.data.fewshot import Subsample
 from csft.data.pseudo_labels import read_pseudo_labels
 from csft.data.readers import read_examples
-from csft.data.samplers import LengthBucketBatchSampler
+from csft.data.samplers import rank_batch_sampler
 from csft.errors import ConfigError, DataError
 from csft.pretrained import load_tokenizer
 
@@ -256,22 +256,13 @@ class FileDataModule(pl.LightningDataModule):
         `shard=False` gives one process every row: what the evaluation of an export needs,
         whatever process group a run still has open.
         """
-        distributed = shard and torch.distributed.is_available()
-        distributed = distributed and torch.distributed.is_initialized()
-        world = torch.distributed.get_world_size() if distributed else 1
-        if not train and 0 < len(rows) < world:
-            raise ConfigError(
-                f"an evaluation split has {len(rows)} rows, fewer than the {world} DDP "
-                f"processes (trainer.devices x trainer.num_nodes): each needs at least one row."
-            )
-        sampler = LengthBucketBatchSampler(
+        sampler = rank_batch_sampler(
             [len(r["input_ids"]) for r in rows],
             self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            seed=self.seed,
-            pool_batches=self.pool_batches,
-            num_replicas=world,
-            rank=torch.distributed.get_rank() if distributed else 0,
+            train,
+            self.seed,
+            self.pool_batches,
+            shard=shard,
             # trainer.overfit_batches (debug=overfit): the same few batches again and again
             reshuffle=not getattr(getattr(self, "trainer", None), "overfit_batches", 0),
         )

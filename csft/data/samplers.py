@@ -7,6 +7,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
+from csft.errors import ConfigError
+
 
 class EpochShuffle(Sampler[int]):
     """A permutation of the rows that is a function of (seed, epoch) alone.
@@ -143,3 +145,37 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         if self.drop_last:
             return len(self.lengths) // self.global_batch_size
         return -(-len(self.lengths) // self.global_batch_size)
+
+
+def rank_batch_sampler(
+    lengths: Sequence[int],
+    batch_size: int,
+    train: bool,
+    seed: int,
+    pool_batches: int,
+    shard: bool = True,
+    reshuffle: bool = True,
+    fix: str = "each needs at least one row.",
+) -> LengthBucketBatchSampler:
+    """This process's length-bucketed batches: under DDP (and `shard`) its share of the rows.
+
+    What both data modules (fine-tuning, masked-LM) batch with. An evaluation split with
+    fewer rows than DDP processes is a `ConfigError` ending in `fix`.
+    """
+    distributed = shard and torch.distributed.is_available() and torch.distributed.is_initialized()
+    world = torch.distributed.get_world_size() if distributed else 1
+    if not train and 0 < len(lengths) < world:
+        raise ConfigError(
+            f"an evaluation split has {len(lengths)} rows, fewer than the {world} DDP "
+            f"processes (trainer.devices x trainer.num_nodes): {fix}"
+        )
+    return LengthBucketBatchSampler(
+        list(lengths),
+        batch_size,
+        shuffle=train,
+        seed=seed,
+        pool_batches=pool_batches,
+        num_replicas=world,
+        rank=torch.distributed.get_rank() if distributed else 0,
+        reshuffle=reshuffle,
+    )
