@@ -3,7 +3,7 @@
     python scripts/benchmark_fewshot.py [--shots 10] [--seeds 0,1,2] [--threads 2]
         [--contenders csft,setfit] [--runs DIR] [--out docs/fewshot] [--python PYTHON]
         [--setfit-python PATH] [--setfit-iterations 20] [--setfit-epochs 1]
-        [--setfit-batch-size 16] [--setfit-model DIR] [-- csft hydra overrides ...]
+        [--setfit-batch-size 16] [--setfit-model DIR] [--from-runs] [-- csft hydra overrides ...]
 
 Per sample seed S, one contender after the other (each alone on the CPU, --threads torch
 threads and as many BLAS / OpenMP threads):
@@ -470,6 +470,11 @@ def contender_label(name: str, entry: dict[str, Any]) -> str:
     )
 
 
+def _spread(mean: float, std: float, seeds: int) -> str:
+    """mean ± sample std; one seed has no spread to show."""
+    return f"{_percent(mean)} ± {_percent(std)}" if seeds > 1 else f"{_percent(mean)} (1 seed)"
+
+
 def markdown_table(summary: dict[str, Any]) -> str:
     """One row per contender (seeds as columns) and per published result."""
     seeds = sorted({s for entry in summary["contenders"].values() for s in entry["seeds"]})
@@ -486,8 +491,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
         cells = [
             contender_label(name, entry),
             *(_percent(by_seed[s]["accuracy"]) if s in by_seed else "" for s in seeds),
-            f"{_percent(entry['acc_mean'])} ± {_percent(entry['acc_std'])}",
-            f"{_percent(entry['f1_mean'])} ± {_percent(entry['f1_std'])}",
+            _spread(entry["acc_mean"], entry["acc_std"], len(entry["runs"])),
+            _spread(entry["f1_mean"], entry["f1_std"], len(entry["runs"])),
             f"{entry['train_seconds_mean']:.1f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -578,6 +583,7 @@ def parser() -> argparse.ArgumentParser:
     made.add_argument("--setfit-epochs", type=int, default=1)
     made.add_argument("--setfit-batch-size", type=int, default=16)
     made.add_argument("--setfit-model", help="encoder folder (default: the csft run's)")
+    made.add_argument("--from-runs", action="store_true", help="only rebuild OUT from the runs")
     made.add_argument("--setfit-worker", metavar="PAYLOAD", help=argparse.SUPPRESS)
     return made
 
@@ -598,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
             raise BenchmarkError(f"--shots {args.shots}: expected an integer >= 1.")
         args.seed_list = parse_ints(args.seeds, "--seeds", 0)
         args.contender_list = parse_contenders(args.contenders)
-        run_all(args, runs_dir, extra)
+        if not args.from_runs:
+            run_all(args, runs_dir, extra)
         runs = read_runs(runs_dir, args.contender_list, args.shots, args.seed_list)
         summary = summarize(runs, facts(args, extra))
         paths = write_outputs(summary, out)

@@ -109,6 +109,13 @@ def test_the_table_and_json_hold_each_contender_s_seeds_mean_std_and_the_publish
     assert fewshot.summarize(made_up_runs(), FACTS | {"shots": 5})["published"] == []
     with pytest.raises(fewshot.BenchmarkError, match="seed 0: the contenders trained on different"):
         fewshot.summarize(made_up_runs(setfit_sample="other"), FACTS)
+    # a contender with one finished seed shows no spread
+    one = made_up_runs()
+    one["setfit"] = one["setfit"][:1]
+    assert table_rows(fewshot.markdown(fewshot.summarize(one, FACTS)))[3][4:6] == [
+        "86.00 (1 seed)",
+        "85.00 (1 seed)",
+    ]
 
 
 def k2_overrides(tmp_path: Path) -> list[str]:
@@ -254,6 +261,22 @@ def test_each_contender_runs_once_per_seed_on_one_sample_and_a_rerun_resumes(
 
     monkeypatch.setattr(subprocess, "run", no_run)
     assert fewshot.main(argv) == 0
+    # --from-runs: seed 2 is not run, only the finished seeds are tabulated
+    again = tmp_path / "again"
+    assert (
+        fewshot.main(
+            [
+                *argv[:1],
+                "--seeds=0,1,2",
+                f"--out={again}",
+                f"--runs={runs}",
+                "--from-runs",
+                *argv[3:],
+            ]
+        )
+        == 0
+    )
+    assert json.loads(again.with_suffix(".json").read_text())["contenders"] == summary["contenders"]
     assert fewshot.main([a for a in argv if "iterations" not in a]) == 2
     assert "setfit_K2_s0/result.json was made with" in capsys.readouterr().err
     monkeypatch.undo()
