@@ -55,7 +55,9 @@ def unlabelled_pool(teacher: Path, text_file: str | None, text_column: str) -> l
 
     if text_file:
         texts = clean_corpus(read_text_file(text_file, text_column), text_file)
-        return [Example(t, source=f"{Path(text_file).name} text {i}") for i, t in enumerate(texts)]
+        return [
+            Example(t, source=f"{Path(text_file).name} text {i}") for i, t in enumerate(texts, 1)
+        ]
     return left_out_rows(teacher)
 
 

@@ -192,3 +192,20 @@ def test_the_summary_reports_each_run_s_own_numbers_and_a_rerun_runs_nothing(
     argv = ["--runs", str(runs), "--rounds", "2", "--threshold", "0", "--student-epochs", "2"]
     assert self_train.main([*argv, "--teacher", str(runs / "teacher")]) == 0
     assert json.loads((runs / "self_train.json").read_text()) == summary
+
+
+@pytest.mark.slow
+def test_a_text_file_is_the_pool_when_given(two_rounds, tmp_path):
+    messages = tmp_path / "messages.txt"
+    messages.write_text("my card never came\n\n  \nI lost my wallet\nmy card never came\n")
+    runs = tmp_path / "st"
+    argv = ["--runs", str(runs), "--teacher", str(two_rounds / "teacher"), "--threshold", "0"]
+    assert self_train.main([*argv, "--text-file", str(messages)]) == 0
+    pseudo = rows(runs / "round1_pseudo_labels.jsonl")
+    # blank lines and the repeat are dropped; no labelled row joins a text-file pool
+    assert [row["text"] for row in pseudo] == ["my card never came", "I lost my wallet"]
+    assert [row["source"] for row in pseudo] == ["messages.txt text 1", "messages.txt text 2"]
+    facts = json.loads((runs / "round1_pseudo_labels.json").read_text())
+    assert facts["pool"] == 2 and "kept_accuracy" not in facts  # no hidden labels to score
+    sample = json.loads((runs / "round1" / "data_sample.json").read_text())
+    assert sample["pseudo_labels"]["rows"] == 2
