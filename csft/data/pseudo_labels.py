@@ -43,7 +43,7 @@ def load_run_datamodule(run_dir: str | Path, **overrides: Any) -> Any:
     cfg.data.pop("fetch", None)
     for key, value in overrides.items():
         cfg.data[key] = value
-    return instantiate(cfg.data, tokenizer=str(cfg.model.name_or_path))
+    return instantiate(cfg.data, tokenizer="unused")  # rows only: no tokenizer is loaded
 
 
 def left_out_rows(run_dir: str | Path) -> list[Example]:
