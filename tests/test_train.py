@@ -291,3 +291,25 @@ def test_gpu_check_run_bf16_fused_adam_clipping_and_csv_logger_without_wandb(tmp
     assert cfg.trainer.gradient_clip_val > 0 and cfg.optim.optimizer.fused and cfg.report
     assert math.isfinite(results["test/loss"])
     assert (tmp_path / "evaluation" / "metrics.json").is_file()
+
+
+def test_callbacks_ema_exports_the_averaged_weights_not_the_last_step(tmp_path):
+    """callbacks=ema: the best checkpoint, the test metric and the export are the moving
+    average of the weights (Lightning's EMAWeightAveraging), not the raw weights trained."""
+    from csft.export import load_exported
+
+    _, results = run(
+        tmp_path,
+        *INTENT_DATA,
+        "model.pooling=cls",
+        "freeze=none",
+        "callbacks=ema",
+        "callbacks.weight_averaging.decay=0.9",
+    )
+    checkpoint = torch.load(results["best_checkpoint"], weights_only=False)
+    name = "encoder.layer.0.attention.self.query.weight"
+    averaged = checkpoint["state_dict"][f"encoder.{name}"]
+    raw = checkpoint["current_model_state"][f"encoder.{name}"]
+    assert not torch.allclose(averaged, raw)  # the average is not the step's weights
+    exported = load_exported(tmp_path / "model").state_dict()[f"bert.{name}"]
+    torch.testing.assert_close(exported, averaged)

@@ -123,6 +123,7 @@ class FileDataModule(pl.LightningDataModule):
         self.subsample = Subsample(shots_per_class, train_fraction, sample_seed)
         self.subsample.check()  # before any file is read
         self.pseudo_labels = pseudo_labels
+        self.pseudo_rows = 0
         self.examples: dict[str, list[Example]] = {}
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.vocab: LabelVocab | None = None
@@ -176,7 +177,9 @@ class FileDataModule(pl.LightningDataModule):
             if self.task != CLASSIFICATION:
                 raise ConfigError("data.pseudo_labels: self-training needs a classification task.")
             known = {str(e.label) for e in splits["train"]}
-            splits["train"] = splits["train"] + read_pseudo_labels(self.pseudo_labels, known)
+            pseudo = read_pseudo_labels(self.pseudo_labels, known)
+            self.pseudo_rows = len(pseudo)
+            splits["train"] = splits["train"] + pseudo
         return splits
 
     def sample_record(self) -> dict[str, Any] | None:
@@ -185,13 +188,11 @@ class FileDataModule(pl.LightningDataModule):
         if not self.subsample.active and not self.pseudo_labels:
             return None
         splits = self.examples or self.sampled_splits()
-        labelled = [e for e in splits["train"] if not e.source.endswith("(pseudo-label)")]
+        # The pseudo-labelled rows are the last pseudo_rows of train (sampled_splits).
+        labelled = splits["train"][: len(splits["train"]) - self.pseudo_rows]
         record = self.subsample.record({**splits, "train": labelled})
         if self.pseudo_labels:
-            record["pseudo_labels"] = {
-                "file": str(self.pseudo_labels),
-                "rows": len(splits["train"]) - len(labelled),
-            }
+            record["pseudo_labels"] = {"file": str(self.pseudo_labels), "rows": self.pseudo_rows}
         return record
 
     # -- Lightning hooks -------------------------------------------------------------------
