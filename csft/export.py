@@ -168,9 +168,17 @@ def model_card(metadata: dict[str, Any], config: Any) -> str:
         "output logits) for `backend=onnx|onnx-int8`.",
         "",
     ]
-    if metadata["trust_remote_code"]:
+    if metadata["pooling"] == "ensemble":
         lines += [
-            "Mean pooling is not a stock transformers architecture: this folder carries "
+            f"An ensemble of {len(metadata['members'])} csft runs: the output is the log of "
+            "their mean calibrated probability, divided by the ensemble's own temperature. "
+            "Each message costs one forward pass per member.",
+            "",
+        ]
+    if metadata["trust_remote_code"]:
+        architecture = "An ensemble" if metadata["pooling"] == "ensemble" else "Mean pooling"
+        lines += [
+            f"{architecture} is not a stock transformers architecture: this folder carries "
             f"`{REMOTE_CODE}` and loads only with `trust_remote_code=True` (read the file "
             "first). Without it transformers stops with an error. csft loads it without "
             "running that file: `python -m csft.predict model_dir=<this folder> ...`.",
@@ -186,7 +194,8 @@ def model_card(metadata: dict[str, Any], config: Any) -> str:
     if calibration:
         lines += [
             f"Scores are calibrated (temperature {calibration['temperature']:.3f}, folded into "
-            f"the head). Hand-off: answer when the top score is ≥ "
+            f"the {'output' if metadata['pooling'] == 'ensemble' else 'head'}). "
+            f"Hand-off: answer when the top score is ≥ "
             f"{calibration['threshold']:.4f}, otherwise pass to a human; on validation that "
             f"answered {calibration['val_coverage']:.1%} of messages at "
             f"{calibration['val_accuracy']:.2%} accuracy (target "
@@ -240,6 +249,7 @@ def read_config(model_dir: Path) -> Any:
     classes = {
         "bert": BertConfig,
         hf_modeling.CsftBertMeanConfig.model_type: hf_modeling.CsftBertMeanConfig,
+        hf_modeling.CsftEnsembleConfig.model_type: hf_modeling.CsftEnsembleConfig,
     }
     path = model_dir / CONFIG
     try:
@@ -269,6 +279,7 @@ def load_exported(model_dir: Path) -> Any:
     classes = {
         "cls": BertForSequenceClassification,
         "mean": hf_modeling.CsftBertForSequenceClassification,
+        "ensemble": hf_modeling.CsftEnsembleForSequenceClassification,
     }
     pooling = read_metadata(model_dir).get("pooling")
     if pooling not in classes:
