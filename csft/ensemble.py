@@ -28,10 +28,9 @@ from csft.console import quiet_libraries
 from csft.errors import ConfigError, CsftError
 from csft.export import (
     METADATA,
-    MODEL_CARD,
     REMOTE_CODE,
     load_exported,
-    model_card,
+    publish,
     read_config,
     read_metadata,
     resolve_model_dir,
@@ -169,12 +168,7 @@ def build_ensemble(
     config.save_pretrained(staging)
     meta["calibration"] = calibration.to_dict()
     meta["val_acc"] = round(float((logits.argmax(-1) == labels).double().mean()), 6)
-    (staging / METADATA).write_text(json.dumps(meta, indent=2))
-    (staging / MODEL_CARD).write_text(model_card(meta, config))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
-    return out_dir
+    return publish(staging, out_dir, meta, config)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://csft.conf", config_name="ensemble")

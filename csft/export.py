@@ -116,6 +116,12 @@ def export_model(
         "base_model": classifier.hparams.get("name_or_path"),
         "csft_version": csft.__version__,
     }
+    return publish(staging, out_dir, metadata, config)
+
+
+def publish(staging: Path, out_dir: Path, metadata: dict[str, Any], config: Any) -> Path:
+    """Write csft.json and README.md into the staged folder, then move it to `out_dir` (an
+    earlier export there is replaced only now, whole)."""
     (staging / METADATA).write_text(json.dumps(metadata, indent=2))
     (staging / MODEL_CARD).write_text(model_card(metadata, config))
     if out_dir.exists():

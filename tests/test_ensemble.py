@@ -19,11 +19,17 @@ from csft.errors import ConfigError
 from csft.inference import Predictor
 
 
+def cli(module: str, *args: str) -> None:
+    """`python -m <module> *args` in a fresh process; fails the test on a non-zero exit."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def train_run(run_dir: Path, *extra: str, data_seed: int = 7) -> Path:
     tiny = [o for o in tiny_overrides(run_dir) if not o.startswith("paths.output_dir")]
-    command = [
-        sys.executable,
-        "-m",
+    cli(
         "csft.train",
         *tiny,
         *INTENT_FIXTURE,
@@ -34,9 +40,7 @@ def train_run(run_dir: Path, *extra: str, data_seed: int = 7) -> Path:
         f"data.seed={data_seed}",
         f"hydra.run.dir={run_dir}",
         *extra,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    )
     return run_dir
 
 
@@ -49,15 +53,7 @@ def ensemble(tmp_path_factory):
         train_run(root / "mean", "seed=2", "model.pooling=mean"),
     ]
     out = root / "ens"
-    command = [
-        sys.executable,
-        "-m",
-        "csft.ensemble",
-        f"runs=[{members[0]},{members[1]}]",
-        f"hydra.run.dir={out}",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    cli("csft.ensemble", f"runs=[{members[0]},{members[1]}]", f"hydra.run.dir={out}")
     return members, out
 
 
