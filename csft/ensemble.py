@@ -140,7 +140,9 @@ def build_ensemble(
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     # The members' tokenizer files, as their runs saved them (left truncation, max length).
-    AutoTokenizer.from_pretrained(model_dirs[0]).save_pretrained(staging)
+    # trust_remote_code=False: a mean-pooling member names its own config class (auto_map);
+    # without the flag transformers would stop and ask on stdin.
+    AutoTokenizer.from_pretrained(model_dirs[0], trust_remote_code=False).save_pretrained(staging)
     shutil.copyfile(model_dirs[0] / "tokenizer_config.json", staging / "tokenizer_config.json")
     shutil.copyfile(hf_modeling.__file__, staging / REMOTE_CODE)
     meta = {

@@ -19,12 +19,20 @@ from csft.errors import ConfigError
 from csft.inference import Predictor
 
 
-def cli(module: str, *args: str) -> None:
-    """`python -m <module> *args` in a fresh process; fails the test on a non-zero exit."""
+def cli(module: str, *args: str) -> str:
+    """`python -m <module> *args` in a fresh process; fails the test on a non-zero exit or a
+    question on stdin (transformers asks before running a folder's code); its output."""
     done = subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    assert "Do you wish to run the custom code" not in output, output[-2000:]
+    return output
 
 
 def train_run(run_dir: Path, *extra: str, data_seed: int = 7) -> Path:
@@ -48,9 +56,9 @@ def train_run(run_dir: Path, *extra: str, data_seed: int = 7) -> Path:
 def ensemble(tmp_path_factory):
     """Two members (different seeds and poolings, data.seed shared) and their ensemble."""
     root = tmp_path_factory.mktemp("ensemble")
-    members = [
-        train_run(root / "cls", "seed=1", "model.pooling=cls"),
+    members = [  # a mean-pooling member first: its folder names code of its own
         train_run(root / "mean", "seed=2", "model.pooling=mean"),
+        train_run(root / "cls", "seed=1", "model.pooling=cls"),
     ]
     out = root / "ens"
     cli("csft.ensemble", f"runs=[{members[0]},{members[1]}]", f"hydra.run.dir={out}")
