@@ -313,3 +313,20 @@ def test_callbacks_ema_exports_the_averaged_weights_not_the_last_step(tmp_path):
     assert not torch.allclose(averaged, raw)  # the average is not the step's weights
     exported = load_exported(tmp_path / "model").state_dict()[f"bert.{name}"]
     torch.testing.assert_close(exported, averaged)
+
+
+def test_monitor_null_exports_the_final_weights_not_the_best_epoch(tmp_path):
+    """callbacks.model_checkpoint.monitor=null (experiment=banking77_best): the run tests and
+    exports the weights of its last epoch, whatever validation said at earlier ones."""
+    from csft.export import load_exported
+
+    _, results = run(
+        tmp_path, *INTENT_DATA, "freeze=none", "callbacks.model_checkpoint.monitor=null"
+    )
+    assert Path(results["best_checkpoint"]).name == "epoch02.ckpt"  # the third, last epoch
+    final = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    name = "encoder.layer.1.output.dense.weight"
+    exported = load_exported(tmp_path / "model").state_dict()[f"bert.{name}"]
+    torch.testing.assert_close(exported, final[f"encoder.{name}"])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs"] == 3
