@@ -78,7 +78,9 @@ def check_members(model_dirs: list[Path]) -> list[dict[str, Any]]:
         if dict(config.id2label) != dict(first_config.id2label):
             raise ConfigError(f"{model_dir}: its labels differ from {model_dirs[0]}'s.")
         if config.vocab_size != first_config.vocab_size:
-            raise ConfigError(f"{model_dir}: its tokenizer differs from {model_dirs[0]}'s.")
+            raise ConfigError(
+                f"{model_dir}: its vocabulary differs from {model_dirs[0]}'s in size."
+            )
     return metadata
 
 
