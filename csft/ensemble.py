@@ -186,12 +186,9 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     try:
         runs = list(cfg.runs)
         model_dir = build_ensemble(runs, out / "model", cfg.target_accuracy)
-        results: dict[str, Any] = {
-            "members": runs,
-            **json.loads((model_dir / METADATA).read_text()),
-        }
+        metadata = read_metadata(model_dir)
+        results: dict[str, Any] = {"members": runs, **metadata}
         if cfg.report:
-            metadata = read_metadata(model_dir)
             data = run_data_config(Path(runs[0]), cfg.paths)
             datamodule = instantiate_unwrapping_errors(
                 data, tokenizer=str(model_dir), task=metadata["task"], **metadata["encoding"]
